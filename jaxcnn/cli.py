@@ -1,0 +1,172 @@
+"""The `jaxcnn` command: train, eval, verify, bench, import-mat, export-mat.
+
+Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
+a diverged run exits 3. `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _enable_x64_if_asked(argv) -> None:
+    """float64 runs need JAX's x64 switch before JAX creates any array."""
+    text = " ".join(argv)
+    if "dtype=float64" in text.replace(" ", "") or "--float64" in argv:
+        os.environ["JAX_ENABLE_X64"] = "1"
+        return
+    for arg in argv:
+        if arg.endswith(".toml") and Path(arg).is_file():
+            try:
+                import tomllib
+                if tomllib.loads(Path(arg).read_text()).get("train", {}).get("dtype") == "float64":
+                    os.environ["JAX_ENABLE_X64"] = "1"
+            except (OSError, ValueError):
+                pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxcnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a net from a TOML config")
+    p.add_argument("config", nargs="?", help="configs/*.toml (optional with --resume: the run's own config)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint")
+    p.add_argument("--force", action="store_true", help="resume even if the config changed")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="test a saved net (net.npz or a toolbox .mat)")
+    p.add_argument("net")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    p.add_argument("--data", help="a folder of IDX files or mnist_uint8.mat")
+    p.add_argument("--n-test", type=int, default=0, help="use the first N test images")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="prove the delta-rule backprop against jax.grad, finite differences "
+                                      "and the original toolbox")
+    p.add_argument("--golden", help="toolbox_golden.mat (default ../shared/golden/ or $JAXCNN_GOLDEN)")
+
+    p = sub.add_parser("bench", help="time epochs: compile, steady state, baseline ratio")
+    p.add_argument("config", nargs="?", default=None)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--float64", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-baseline", action="store_true")
+
+    p = sub.add_parser("import-mat", help="toolbox cnn struct (.mat) -> net.npz")
+    p.add_argument("mat")
+    p.add_argument("out")
+    p.add_argument("--var", default="cnn")
+
+    p = sub.add_parser("export-mat", help="net.npz -> toolbox cnn struct (.mat) for cnnff/cnntest")
+    p.add_argument("net")
+    p.add_argument("out")
+    p.add_argument("--var", default="cnn")
+    return parser
+
+
+def _train(args) -> int:
+    from . import config as config_mod, run
+
+    if args.resume:
+        out = Path(args.resume)
+        cfg_path = Path(args.config) if args.config else out / "config.toml"
+    else:
+        if not args.config:
+            raise run.RunError("train: give a config file (or --resume DIR)")
+        cfg_path = Path(args.config)
+        out = Path(args.out) if args.out else Path("runs") / cfg_path.stem
+    cfg = config_mod.load(cfg_path, args.set)
+    summary = run.train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
+                        progress=not args.no_progress and sys.stderr.isatty())
+    print(f"test error {summary['test_error']:.4f} ({summary['n_misclassified']}/{summary['n_test']}), "
+          f"{summary['seconds_per_epoch']:.2f} s/epoch, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
+    return 0
+
+
+def _load_any_net(path):
+    from . import netfile, toolbox
+
+    return toolbox.load_net(path) if str(path).endswith(".mat") else netfile.load(path)
+
+
+def _eval(args) -> int:
+    from . import data as data_mod
+    from .train import evaluate
+
+    net = _load_any_net(args.net)
+    dataset = data_mod.load_dataset(args.dataset, args.data).subset(None, args.n_test or None)
+    images = dataset.test_images if dataset.test_images.ndim == 4 else dataset.test_images[..., None]
+    result = evaluate(net, data_mod.to_float(images, net.dtype), dataset.test_labels)
+    if args.json:
+        print(json.dumps({"test_error": result.error_rate, "n_misclassified": result.n_misclassified,
+                          "n_test": len(dataset.test_labels), "confusion": result.confusion.tolist()}))
+    else:
+        print(f"test error {result.error_rate:.4f} ({result.n_misclassified}/{len(dataset.test_labels)}) "
+              f"on {dataset.name} from {dataset.source}")
+    return 0
+
+
+def _verify(args) -> int:
+    from verification import report
+
+    return report.main(args.golden)
+
+
+def _bench(args) -> int:
+    from . import bench
+
+    return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline)
+
+
+def _import_mat(args) -> int:
+    from . import netfile, toolbox
+
+    net = toolbox.load_net(args.mat, var=args.var)
+    netfile.save(args.out, net)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _export_mat(args) -> int:
+    from . import netfile, toolbox
+
+    toolbox.save_net(args.out, netfile.load(args.net), var=args.var)
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "verify": _verify, "bench": _bench,
+            "import-mat": _import_mat, "export-mat": _export_mat}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _enable_x64_if_asked(argv)
+    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .run import TrainingDiverged
+
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingDiverged as err:
+        if args.debug:
+            raise
+        print(f"jaxcnn: training diverged: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, CheckpointError, OSError) as err:
+        if args.debug:
+            raise
+        message = str(err).strip() or type(err).__name__
+        print(f"jaxcnn: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxcnn: interrupted; the last checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130

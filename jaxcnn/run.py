@@ -1,0 +1,207 @@
+"""A training run from a config: data, net, compiled epochs, checkpoints and the run's records.
+
+The output folder receives `config.toml` (resolved), `metrics.jsonl` (one object per epoch),
+`checkpoints/`, and at the end `summary.json`, `loss.png`, `misclassified.png` and `net.npz`.
+Each epoch's permutation comes from `fold_in(order_key, epoch)`, so a resumed run replays
+exactly the orders an uninterrupted one would have used.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from . import checkpoint, config as config_mod, data as data_mod, netfile, plots
+from .checkpoint import CheckpointError, TrainState
+from .fileio import atomic_write_text
+from .layers import describe
+from .model import count_params, init_net
+from .train import batch_matrix, evaluate, make_epoch_fn, make_optimizer
+
+RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "net.npz", "loss.png", "misclassified.png")
+
+
+class RunError(ValueError):
+    """The run cannot start: its output folder or resume request does not fit."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is left in place."""
+
+
+def _dtype(cfg):
+    if cfg.train.dtype == "float64":
+        if not jax.config.jax_enable_x64:
+            raise RunError("train.dtype = float64 needs JAX's x64 mode: set JAX_ENABLE_X64=1 "
+                           "(the jaxcnn command does this for you)")
+        return jnp.float64
+    return jnp.float32
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    existing = [name for name in (*RUN_FILES, "checkpoints") if (out / name).exists()]
+    if resume:
+        if not checkpoint.list_checkpoints(out):
+            raise RunError(f"--resume {out}: no checkpoint there to resume from")
+        return
+    if existing and not overwrite:
+        raise RunError(f"{out} already holds a run ({', '.join(existing)}); "
+                       f"use --resume to continue it or --overwrite to replace it")
+    for name in existing:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def load_data(cfg):
+    """The configured dataset, cut to data.n_train / data.n_test."""
+    dataset = data_mod.load_dataset(cfg.data.dataset, cfg.data.dir or None)
+    return dataset.subset(cfg.data.n_train or None, cfg.data.n_test or None)
+
+
+def _with_channels(images):
+    return images if images.ndim == 4 else images[..., None]
+
+
+def _latest_state(out, net, opt_state, log):
+    """The newest checkpoint that loads; damaged newer ones are reported and skipped."""
+    errors = []
+    for path in reversed(checkpoint.list_checkpoints(out)):
+        try:
+            return checkpoint.load(path, net, opt_state), path
+        except CheckpointError as err:
+            if "another architecture" in str(err):
+                raise
+            errors.append(str(err))
+            log(f"skipping {path.name}: {err}")
+    raise CheckpointError("no loadable checkpoint: " + "; ".join(errors))
+
+
+def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True, log=print) -> dict:
+    """Train as configured, writing everything into `out`; returns the summary dict.
+
+    Raises RunError / ConfigError / DataError / CheckpointError for bad input and
+    TrainingDiverged when a loss turns non-finite.
+    """
+    out = Path(out)
+    dtype = _dtype(cfg)
+    _check_out(out, resume, overwrite)
+    config_toml = config_mod.dumps(cfg)
+    if resume:
+        stored = config_mod.from_dict(__import__("tomllib").loads(
+            checkpoint.stored_config(checkpoint.list_checkpoints(out)[-1])))
+        changed = config_mod.diff(stored, cfg)
+        if changed and not force:
+            raise RunError(f"--resume {out}: the config differs from the checkpointed run in "
+                           f"{', '.join(changed)} (use --force to resume anyway)")
+
+    dataset = load_data(cfg)
+    train_images = _with_channels(dataset.train_images)
+    n, image_shape = train_images.shape[0], train_images.shape[1:]
+    batchsize = cfg.train.batchsize
+    if batchsize > n:
+        raise RunError(f"train.batchsize = {batchsize} is larger than the {n} training samples")
+    x = jnp.asarray(data_mod.to_float(train_images, dtype))
+    y = jnp.asarray(data_mod.one_hot(dataset.train_labels, dataset.n_classes, dtype))
+    x_test = jnp.asarray(data_mod.to_float(_with_channels(dataset.test_images), dtype))
+
+    steps = n // batchsize
+    root = jax.random.key(cfg.train.seed)
+    init_key, order_key = jax.random.split(root)
+    net = init_net(init_key, cfg.model.layers, image_shape, dataset.n_classes, dtype)
+    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum,
+                               cfg.train.schedule, cfg.train.numepochs * steps)
+    state = TrainState(net, optimizer.init(net), root, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [],
+                       config_toml)
+    if resume:
+        state, path = _latest_state(out, state.net, state.opt_state, log)
+        state.config_toml = config_toml
+        log(f"resuming from {path.name}: epoch {state.epoch + 1}, step {state.step}")
+    atomic_write_text(out / "config.toml", config_toml)
+
+    bar = tqdm(total=steps, disable=not progress, leave=False, dynamic_ncols=True)
+    offset = [0]
+
+    def show(t):
+        bar.n = offset[0] + int(t)
+        bar.refresh()
+
+    epoch_fn = make_epoch_fn(optimizer, progress=show if progress else None)
+    compiled, compile_seconds = {}, 0.0
+    chunk = cfg.checkpoint.every_steps or steps
+    seconds = []
+    log(f"{describe(net.layers)} net ({count_params(net):,} parameters), {dataset.name}: {n} training / "
+        f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
+        f"{jax.devices()[0].platform}")
+
+    while state.epoch < cfg.train.numepochs:
+        epoch = state.epoch
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), n))
+        batches = batch_matrix(order, batchsize)
+        bar.reset(total=steps)
+        bar.set_description(f"epoch {epoch + 1}/{cfg.train.numepochs}")
+        started = time.perf_counter()
+        while state.step < steps:
+            rows = jnp.asarray(batches[state.step: state.step + chunk])
+            rl0 = jnp.asarray(state.rl[-1] if state.rl.size else np.nan, dtype)
+            if rows.shape[0] not in compiled:
+                t0 = time.perf_counter()
+                compiled[rows.shape[0]] = epoch_fn.lower(state.net, state.opt_state, rl0, x, y, rows).compile()
+                compile_seconds += time.perf_counter() - t0
+                started += time.perf_counter() - t0
+            offset[0] = state.step
+            net, opt_state, losses, rls = compiled[rows.shape[0]](state.net, state.opt_state, rl0, x, y, rows)
+            losses, rls = np.asarray(losses), np.asarray(rls)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                bar.close()
+                raise TrainingDiverged(
+                    f"non-finite loss ({losses[bad[0]]}) at epoch {epoch + 1}, step {state.step + bad[0] + 1}; "
+                    f"the last good checkpoint is kept in {checkpoint.directory(out)} "
+                    f"(try a smaller train.alpha than {cfg.train.alpha})")
+            rl = np.concatenate([state.rl if state.rl.size else losses[:1], rls])
+            state = TrainState(net, opt_state, state.key, epoch, state.step + rows.shape[0],
+                               np.concatenate([state.losses, losses]), rl, state.metrics, config_toml)
+            if state.step < steps:
+                checkpoint.save(out, state, cfg.checkpoint.keep)
+        seconds.append(time.perf_counter() - started)
+        result = evaluate(state.net, x_test, dataset.test_labels)
+        epoch_losses = state.losses[-steps:]
+        metrics = {"epoch": epoch + 1, "loss_mean": float(epoch_losses.mean()), "loss_last": float(epoch_losses[-1]),
+                   "rL": float(state.rl[-1]), "test_error": result.error_rate,
+                   "n_misclassified": result.n_misclassified, "seconds": round(seconds[-1], 3)}
+        state = TrainState(state.net, state.opt_state, state.key, epoch + 1, 0, state.losses, state.rl,
+                           [*state.metrics, metrics], config_toml)
+        checkpoint.save(out, state, cfg.checkpoint.keep)
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
+        log(f"epoch {epoch + 1}/{cfg.train.numepochs}  loss {metrics['loss_mean']:.4f}  rL {metrics['rL']:.4f}  "
+            f"test error {result.error_rate:.4f} ({result.n_misclassified}/{len(dataset.test_labels)})  "
+            f"{seconds[-1]:.1f} s")
+    bar.close()
+
+    result = evaluate(state.net, x_test, dataset.test_labels)
+    netfile.save(out / "net.npz", state.net)
+    plots.plot_loss(out / "loss.png", state.rl, steps, f"{describe(net.layers)} on {dataset.name}: rL")
+    names = data_mod.CLASS_NAMES.get(dataset.name, [str(c) for c in range(dataset.n_classes)])
+    plots.plot_misclassified(out / "misclassified.png", dataset.test_images, dataset.test_labels,
+                             result.predictions, result.bad, names)
+    summary = {
+        "test_error": result.error_rate, "n_misclassified": result.n_misclassified,
+        "n_test": len(dataset.test_labels), "n_train": n, "epochs": state.epoch,
+        "steps_per_epoch": steps, "final_rL": float(state.rl[-1]),
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
+        "compile_seconds": round(compile_seconds, 3), "compiled_programs": len(compiled),
+        "confusion": result.confusion.tolist(), "dtype": np.dtype(dtype).name,
+        "net": describe(net.layers), "n_params": count_params(net), "dataset": dataset.name,
+        "data_source": dataset.source, "jax": jax.__version__, "jaxlib": __import__("jaxlib").__version__,
+        "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
+        "python": platform.python_version(),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

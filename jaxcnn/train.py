@@ -1,0 +1,164 @@
+"""Training and testing: one compiled program per epoch, as `cnntrain.m` and `cnntest.m` do.
+
+An epoch is `lax.scan` over the rows of a (steps, batchsize) index matrix built from a
+permutation that is passed in as data, so any order (one recorded elsewhere, say) can be
+replayed. When batchsize does not divide N, the last N mod batchsize samples of the
+permutation are dropped for that epoch (the toolbox refuses such sizes); a fresh
+permutation each epoch means every sample is still seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import model
+from .model import Net
+
+RL_DECAY = 0.99
+
+
+def make_optimizer(name: str = "sgd", alpha: float = 1.0, momentum: float = 0.0,
+                   schedule: str = "constant", decay_steps: int = 0) -> optax.GradientTransformation:
+    """An optax optimizer whose hyperparameters live in its state (as data, not constants).
+
+    "sgd" with momentum 0 is the toolbox's `cnnapplygrads.m`: w <- w - alpha * dw, exactly.
+    `schedule` "cosine" or "exponential" decays alpha over `decay_steps` steps.
+    """
+    if schedule == "constant":
+        lr = alpha
+    elif schedule == "cosine":
+        lr = optax.cosine_decay_schedule(alpha, max(decay_steps, 1))
+    elif schedule == "exponential":
+        lr = optax.exponential_decay(alpha, max(decay_steps, 1), 0.1)
+    else:
+        raise ValueError(f"train.schedule: unknown schedule {schedule!r} (constant, cosine, exponential)")
+    if name == "sgd":
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=momentum or None)
+    if name == "momentum":
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=momentum or 0.9)
+    if name == "adam":
+        return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+    raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, momentum, adam)")
+
+
+def batch_matrix(order, batchsize: int) -> np.ndarray:
+    """The (steps, batchsize) int32 index matrix of one epoch; the remainder is dropped."""
+    order = np.asarray(order)
+    if order.ndim != 1:
+        raise ValueError(f"order must be a 1-D permutation of sample indices, got shape {order.shape}")
+    if batchsize < 1 or batchsize > order.size:
+        raise ValueError(f"batchsize {batchsize} must be between 1 and the number of samples ({order.size})")
+    steps = order.size // batchsize
+    return order[: steps * batchsize].reshape(steps, batchsize).astype(np.int32)
+
+
+def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
+               progress: Callable[[int], None] | None = None, progress_every: int = 20):
+    """Run the batches of one epoch; returns (net, opt_state, losses, rL).
+
+    `rl` is the smoothed loss carried over from the previous epoch (NaN before the first
+    step, where the toolbox sets rL(1) = L). `rL[t] = 0.99·rL[t-1] + 0.01·L[t]` per step.
+    `images` (N, H, W, C) and `targets` (N, classes) stay whole; each step gathers its batch.
+    """
+    def step(carry, xs):
+        net, opt_state, rl = carry
+        t, idx = xs
+        loss, grads = jax.value_and_grad(model.loss)(net, images[idx], targets[idx])
+        updates, opt_state = optimizer.update(grads, opt_state, net)
+        net = optax.apply_updates(net, updates)
+        rl = jnp.where(jnp.isnan(rl), loss, rl)
+        rl = RL_DECAY * rl + (1 - RL_DECAY) * loss
+        if progress is not None:
+            jax.lax.cond((t + 1) % progress_every == 0,
+                         lambda: jax.debug.callback(progress, t + 1), lambda: None)
+        return (net, opt_state, rl), (loss, rl)
+
+    steps = jnp.arange(batches.shape[0])
+    (net, opt_state, rl), (losses, rls) = jax.lax.scan(step, (net, opt_state, rl), (steps, batches))
+    return net, opt_state, losses, rls
+
+
+def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = True, progress=None):
+    """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default."""
+    fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
+        net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress)
+    return jax.jit(fn, donate_argnums=(0, 1) if donate else ())
+
+
+_SGD = make_optimizer("sgd", 1.0)
+_sgd_epoch = make_epoch_fn(_SGD, donate=False)
+
+
+def sgd_state(net: Net, alpha: float):
+    """Plain-SGD optimizer state holding `alpha` as data (one compiled epoch serves any alpha)."""
+    state = _SGD.init(net)
+    state.hyperparams["learning_rate"] = jnp.asarray(alpha, net.dtype)
+    return state
+
+
+def train_epoch(net: Net, images, targets, order, alpha: float = 1.0, batchsize: int = 50):
+    """One epoch of the toolbox's plain SGD over `order`; returns (net, per-step losses).
+
+    `images` (N, H, W[, C]) float, `targets` (N, classes), `order` a permutation of range(N)
+    (the toolbox's `kk = randperm(m)`, 0-based). Trailing samples beyond a whole batch are dropped.
+    """
+    x = model.as_nhwc(net, images)
+    y = jnp.asarray(targets, net.dtype)
+    if y.shape != (x.shape[0], net.n_classes):
+        raise ValueError(f"targets must be (N, {net.n_classes}) = ({x.shape[0]}, {net.n_classes}), got {y.shape}")
+    batches = batch_matrix(order, batchsize)
+    if batches.max() >= x.shape[0] or batches.min() < 0:
+        raise ValueError(f"order holds indices outside 0..{x.shape[0] - 1}")
+    rl = jnp.asarray(jnp.nan, net.dtype)
+    net, _, losses, _ = _sgd_epoch(net, sgd_state(net, alpha), rl, x, y, jnp.asarray(batches))
+    return net, losses
+
+
+def smoothed_loss(losses, previous=None) -> np.ndarray:
+    """The toolbox's `rL` for these per-step losses, continuing `previous` (its whole history)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    rl = list(previous) if previous is not None and len(previous) else [losses[0]] if losses.size else []
+    for value in losses:
+        rl.append(RL_DECAY * rl[-1] + (1 - RL_DECAY) * value)
+    return np.asarray(rl)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """`cnntest.m`'s `er` and `bad`, plus the predicted labels and a confusion matrix (rows: true)."""
+
+    error_rate: float
+    bad: np.ndarray
+    predictions: np.ndarray
+    confusion: np.ndarray
+
+    @property
+    def n_misclassified(self) -> int:
+        return int(self.bad.size)
+
+
+@jax.jit
+def _predicted_labels(net, x):
+    return jnp.argmax(model.forward_nhwc(net.params, net.layers, x), axis=1)
+
+
+def evaluate(net: Net, images, labels, chunk: int = 10_000) -> Evaluation:
+    """Test a net: labels are class indices (N,) or one-hot targets (N, classes)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = labels.argmax(axis=1)
+    x = model.as_nhwc(net, images)
+    if labels.shape != (x.shape[0],):
+        raise ValueError(f"{labels.shape[0]} labels for {x.shape[0]} images")
+    predictions = np.concatenate([np.asarray(_predicted_labels(net, x[i:i + chunk]))
+                                  for i in range(0, x.shape[0], chunk)]) if x.shape[0] else np.zeros(0, int)
+    bad = np.flatnonzero(predictions != labels)
+    confusion = np.zeros((net.n_classes, net.n_classes), dtype=np.int64)
+    np.add.at(confusion, (labels.astype(np.int64), predictions), 1)
+    error = bad.size / labels.size if labels.size else float("nan")
+    return Evaluation(float(error), bad, predictions, confusion)
