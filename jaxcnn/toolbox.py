@@ -1,0 +1,244 @@
+"""The bridge to DeepLearnToolbox: read and write its `cnn` struct (MATLAB/Octave `save -v7`).
+
+The toolbox keeps every image transposed (`reshape(train_x', 28, 28, N)`), convolves with
+`convn(a, k, 'valid')` (a true convolution: the kernel is flipped), and flattens `fv` map by map,
+column-major. In natural orientation a true convolution of transposed maps is a cross-correlation
+of the untransposed maps with kernel `rot180(k)ᵀ`, so
+
+    jaxcnn  k[:, :, i, j] = rot180(k{i}{j})ᵀ,   b[j] = b{j},   ffW = ffW,   ffb = ffb(:)
+
+and `fv`'s order needs no change (column-major over a transposed map is row-major over the
+natural one). The same linear map carries gradients (`dk`, `db`, `dffW`, `dffb`).
+
+A toolbox net in Python is a dict mirroring the struct: {"layers": [{"type": "c", "outputmaps": 6,
+"kernelsize": 5, "k": [[k11, ...], ...] (k[i][j]), "b": [b1, ...]}, {"type": "s", "scale": 2}, ...],
+"ffW": (classes, fvnum), "ffb": (classes, 1)}.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from .layers import Conv, Input, Pool, layer_shapes
+from .model import Net, float_dtype
+
+
+def rot180(x):
+    return np.asarray(x)[::-1, ::-1]
+
+
+def kernel_from_toolbox(k_ij):
+    """toolbox k{i}{j} (kh, kw) -> jaxcnn k[:, :, i, j]."""
+    return rot180(k_ij).T
+
+
+def kernel_to_toolbox(k):
+    """jaxcnn k[:, :, i, j] -> toolbox k{i}{j}."""
+    return rot180(np.asarray(k).T)
+
+
+def images_from_matlab(x) -> np.ndarray:
+    """Toolbox images H×W×N (each slice transposed) -> natural N×H×W."""
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"toolbox images must be H x W x N, got shape {x.shape}")
+    return np.ascontiguousarray(x.transpose(2, 1, 0))
+
+
+def images_to_matlab(images) -> np.ndarray:
+    """Natural N×H×W -> toolbox H×W×N."""
+    return np.ascontiguousarray(np.asarray(images).transpose(2, 1, 0))
+
+
+def targets_from_matlab(y) -> np.ndarray:
+    """Toolbox targets C×N -> N×C."""
+    return np.ascontiguousarray(np.asarray(y).T)
+
+
+def from_toolbox(tb: dict, input_shape=None, dtype=None) -> Net:
+    """A toolbox net dict -> Net. `input_shape` (H, W[, C]) defaults to the square input that
+    makes `ffW`'s width come out (the struct does not record the image size)."""
+    layers = []
+    for l, layer in enumerate(tb["layers"], start=1):
+        kind = layer.get("type")
+        if kind == "i":
+            layers.append(Input())
+        elif kind == "c":
+            layers.append(Conv(int(layer["outputmaps"]), int(layer["kernelsize"])))
+        elif kind == "s":
+            layers.append(Pool(int(layer["scale"])))
+        else:
+            raise ValueError(f"toolbox net: layer {l} has unknown type {kind!r}")
+    layers = tuple(layers)
+    ffW = np.asarray(tb["ffW"], dtype=np.float64)
+    if input_shape is None:
+        input_shape = _infer_input_shape(tb, layers, ffW.shape[1])
+    shapes = layer_shapes(layers, input_shape)
+    h, w, c = shapes[-1]
+    if ffW.shape[1] != h * w * c:
+        raise ValueError(f"toolbox net: ffW is {ffW.shape[0]}x{ffW.shape[1]}, but input {tuple(input_shape)} "
+                         f"gives a feature vector of {h * w * c}")
+    dtype = dtype or float_dtype()
+    conv = []
+    for l, (layer, spec, (_, _, c_in)) in enumerate(zip(tb["layers"][1:], layers[1:], shapes[:-1]), start=2):
+        if isinstance(spec, Conv):
+            k = np.stack([np.stack([kernel_from_toolbox(layer["k"][i][j]) for j in range(spec.outputmaps)], -1)
+                          for i in range(c_in)], -2)
+            if k.shape != (spec.kernelsize, spec.kernelsize, c_in, spec.outputmaps):
+                raise ValueError(f"toolbox net: layer {l} kernels do not fit its kernelsize/maps")
+            conv.append({"k": jnp.asarray(k, dtype), "b": jnp.asarray(np.ravel(layer["b"]), dtype)})
+    params = {"conv": conv, "ffW": jnp.asarray(ffW, dtype), "ffb": jnp.asarray(np.ravel(tb["ffb"]), dtype)}
+    return Net(params, layers, tuple(shapes[0]), int(ffW.shape[0]))
+
+
+def _infer_input_shape(tb, layers, fvnum):
+    maps = None
+    for layer in tb["layers"]:
+        if layer.get("type") == "c":
+            maps = int(layer["outputmaps"])
+    first = next((layer for layer in tb["layers"] if layer.get("type") == "c"), None)
+    channels = len(first["k"]) if first is not None else 1
+    maps = maps or channels
+    side = int(round(np.sqrt(fvnum / maps)))
+    if side * side * maps != fvnum:
+        raise ValueError(f"toolbox net: cannot infer the input size from ffW width {fvnum}; pass input_shape")
+    for layer in reversed(layers[1:]):
+        side = side * layer.scale if isinstance(layer, Pool) else side + layer.kernelsize - 1
+    return (side, side, channels)
+
+
+def to_toolbox(net: Net) -> dict:
+    """Net -> toolbox net dict (float64 numpy arrays), ready for `cnnff`/`cnnbp` or a .mat file."""
+    shapes = layer_shapes(net.layers, net.input_shape)
+    layers, conv = [], iter(net.params["conv"])
+    maps = net.input_shape[2]
+    for spec, (_, _, c_out) in zip(net.layers, shapes):
+        if isinstance(spec, Input):
+            layers.append({"type": "i"})
+        elif isinstance(spec, Conv):
+            p = next(conv)
+            k = np.asarray(p["k"], np.float64)
+            layers.append({"type": "c", "outputmaps": spec.outputmaps, "kernelsize": spec.kernelsize,
+                           "k": [[kernel_to_toolbox(k[:, :, i, j]) for j in range(c_out)] for i in range(maps)],
+                           "b": [float(v) for v in np.asarray(p["b"], np.float64)]})
+        else:
+            layers.append({"type": "s", "scale": spec.scale, "b": [0.0] * maps})
+        maps = c_out
+    return {"layers": layers, "ffW": np.asarray(net.params["ffW"], np.float64),
+            "ffb": np.asarray(net.params["ffb"], np.float64).reshape(-1, 1)}
+
+
+def grads_from_toolbox(tb: dict, like: Net) -> Net:
+    """The toolbox's `dk`, `db`, `dffW`, `dffb` as a Net-shaped gradient (same map as the weights)."""
+    renamed = {"layers": [dict(layer, k=layer.get("dk"), b=layer.get("db")) if layer.get("type") == "c" else layer
+                          for layer in tb["layers"]], "ffW": tb["dffW"], "ffb": tb["dffb"]}
+    return from_toolbox(renamed, like.input_shape, like.dtype)
+
+
+# ---- .mat files ---------------------------------------------------------------------------------
+
+def _field(obj, name, where):
+    if name not in obj._fieldnames:
+        raise ValueError(f"{where}: not a toolbox cnn struct (no field '{name}')")
+    return getattr(obj, name)
+
+
+def _cell(x):
+    """A MATLAB cell (1×n or n×1 object array) as a Python list."""
+    return list(np.asarray(x, dtype=object).ravel())
+
+
+def _scalar_str(x):
+    return str(np.asarray(x).ravel()[0]) if np.asarray(x).size else ""
+
+
+def struct_to_dict(cnn, where="cnn") -> dict:
+    """A `cnn` struct from scipy.io.loadmat(struct_as_record=False) -> toolbox net dict."""
+    layers = []
+    for l, cell in enumerate(_cell(_field(cnn, "layers", where)), start=1):
+        layer = np.asarray(cell).ravel()[0]
+        where_l = f"{where}.layers{{{l}}}"
+        kind = _scalar_str(_field(layer, "type", where_l))
+        entry = {"type": kind}
+        if kind == "c":
+            entry["outputmaps"] = int(np.asarray(_field(layer, "outputmaps", where_l)).ravel()[0])
+            entry["kernelsize"] = int(np.asarray(_field(layer, "kernelsize", where_l)).ravel()[0])
+            entry["k"] = [[np.asarray(kij, np.float64) for kij in _cell(ki)] for ki in _cell(_field(layer, "k", where_l))]
+            entry["b"] = [float(np.asarray(bj).ravel()[0]) for bj in _cell(_field(layer, "b", where_l))]
+            for name in ("dk", "db"):
+                if name in layer._fieldnames:
+                    value = getattr(layer, name)
+                    entry[name] = ([[np.asarray(x, np.float64) for x in _cell(row)] for row in _cell(value)]
+                                   if name == "dk" else [float(np.asarray(x).ravel()[0]) for x in _cell(value)])
+        elif kind == "s":
+            entry["scale"] = int(np.asarray(_field(layer, "scale", where_l)).ravel()[0])
+        elif kind != "i":
+            raise ValueError(f"{where_l}: unknown layer type {kind!r}")
+        layers.append(entry)
+    out = {"layers": layers, "ffW": np.asarray(_field(cnn, "ffW", where), np.float64),
+           "ffb": np.asarray(_field(cnn, "ffb", where), np.float64)}
+    for name in ("dffW", "dffb", "o", "L", "fv"):
+        if name in cnn._fieldnames:
+            out[name] = np.asarray(getattr(cnn, name), np.float64)
+    return out
+
+
+def read_struct(path, var="cnn"):
+    import scipy.io
+
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(path, struct_as_record=False)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (ValueError, NotImplementedError, TypeError, OSError) as err:
+        raise ValueError(f"{path}: not a MATLAB v4-v7 .mat file scipy can read ({err})") from None
+    if var not in mat:
+        names = ", ".join(k for k in mat if not k.startswith("__")) or "none"
+        raise ValueError(f"{path}: no variable '{var}' (variables: {names})")
+    value = np.asarray(mat[var])
+    if value.dtype != object or value.size != 1 or not hasattr(value.ravel()[0], "_fieldnames"):
+        raise ValueError(f"{path}: variable '{var}' is not a struct")
+    return value.ravel()[0]
+
+
+def load_net(path, var="cnn", input_shape=None) -> Net:
+    """Read a toolbox `cnn` struct saved by MATLAB or Octave (`save -v7`) as a Net.
+
+    Extra fields (a, d, rL, o, ...) are ignored. Keeps float64 when JAX's x64 mode is on.
+    """
+    return from_toolbox(struct_to_dict(read_struct(path, var), f"{path}:{var}"), input_shape)
+
+
+def _object_row(items):
+    cell = np.empty((1, len(items)), dtype=object)
+    for i, item in enumerate(items):
+        cell[0, i] = item
+    return cell
+
+
+def save_net(path, net: Net, var="cnn") -> None:
+    """Write `net` as a toolbox `cnn` struct (MATLAB v5 format) that `cnnff`/`cnntest` accept."""
+    import scipy.io
+
+    from .fileio import atomic_write_bytes
+
+    tb = to_toolbox(net)
+    layers = np.empty((len(tb["layers"]), 1), dtype=object)
+    for l, layer in enumerate(tb["layers"]):
+        entry = {"type": layer["type"]}
+        if layer["type"] == "c":
+            entry.update(outputmaps=float(layer["outputmaps"]), kernelsize=float(layer["kernelsize"]),
+                         k=_object_row([_object_row(row) for row in layer["k"]]),
+                         b=_object_row([np.float64(b) for b in layer["b"]]))
+        elif layer["type"] == "s":
+            entry.update(scale=float(layer["scale"]), b=_object_row([np.float64(b) for b in layer["b"]]))
+        layers[l, 0] = entry
+    import io
+
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {var: {"layers": layers, "ffW": tb["ffW"], "ffb": tb["ffb"]}}, format="5",
+                     oned_as="column")
+    atomic_write_bytes(Path(path), buffer.getvalue())

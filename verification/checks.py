@@ -1,0 +1,337 @@
+"""The checks that prove the slides' derivations, each returning rows of a report.
+
+Every check compares two independently computed things and returns `Row`s; pytest asserts
+`row.passed`, and `jaxcnn verify` prints the table. All of it runs in float64 (JAX x64 mode).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
+from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool
+from jaxcnn.model import loss as model_loss
+from verification import backprop as bp
+
+GRAD_RTOL = 1e-12
+GOLDEN_ATOL = 1e-12
+NUMGRAD_EPS, NUMGRAD_ATOL = 1e-4, 1e-8        # cnnnumgradcheck.m: epsilon = 1e-4; er = 1e-8
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    check: str
+    max_abs: float
+    max_rel: float
+    tol: float
+    kind: str = "rel"          # which error the tolerance applies to: "rel" or "abs"
+    ok: bool | None = None     # for pass/fail checks that measure no error of their own
+
+    @property
+    def passed(self) -> bool:
+        if self.ok is not None:
+            return self.ok
+        value = self.max_rel if self.kind == "rel" else self.max_abs
+        return bool(np.isfinite(value) and value <= self.tol)
+
+
+def compare(name, got, want, tol, kind="rel") -> Row:
+    """Max absolute and relative (to the largest |want|) difference between two pytrees."""
+    got_l, want_l = jax.tree.leaves(got), jax.tree.leaves(want)
+    if len(got_l) != len(want_l):
+        return Row(name, float("inf"), float("inf"), tol, kind)
+    abs_err = max(float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)), initial=0))
+                  for g, w in zip(got_l, want_l))
+    scale = max(float(np.max(np.abs(np.asarray(w, np.float64)), initial=0)) for w in want_l)
+    return Row(name, abs_err, abs_err / scale if scale else abs_err, tol, kind)
+
+
+def golden_path() -> Path:
+    env = os.environ.get("JAXCNN_GOLDEN")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    return here.parent / "shared" / "golden" / "toolbox_golden.mat"
+
+
+def require_x64():
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError("the verification runs in float64: set JAX_ENABLE_X64=1")
+
+
+# ---- 1. manual backprop == jax.grad -------------------------------------------------------------
+
+def toolbox_input(images) -> list:
+    """Natural (N, H, W[, C]) images -> the toolbox's input maps a{1..C}, each H×W×N transposed."""
+    images = np.asarray(images, np.float64)
+    if images.ndim == 3:
+        images = images[..., None]
+    return [toolbox.images_to_matlab(images[..., c]) for c in range(images.shape[-1])]
+
+
+def manual_grads(net, images, targets, manual=bp):
+    """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L."""
+    tb = toolbox.to_toolbox(net)
+    result = manual.cnnbp(manual.cnnff(tb, toolbox_input(images)), np.asarray(targets, np.float64).T)
+    return toolbox.grads_from_toolbox(result, net), result["L"]
+
+
+def check_manual_vs_autodiff(net, images, targets, name, manual=bp) -> list[Row]:
+    want_loss, want = loss_and_grad(net, images, targets)
+    got, got_loss = manual_grads(net, images, targets, manual)
+    rows = [compare(f"{name}: L manual vs jax", got_loss, want_loss, GRAD_RTOL)]
+    for i, (g, w) in enumerate(zip(got.params["conv"], want.params["conv"]), start=1):
+        rows.append(compare(f"{name}: dk conv{i} manual vs jax.grad", g["k"], w["k"], GRAD_RTOL))
+        rows.append(compare(f"{name}: db conv{i} manual vs jax.grad", g["b"], w["b"], GRAD_RTOL))
+    rows.append(compare(f"{name}: dffW manual vs jax.grad", got.params["ffW"], want.params["ffW"], GRAD_RTOL))
+    rows.append(compare(f"{name}: dffb manual vs jax.grad", got.params["ffb"], want.params["ffb"], GRAD_RTOL))
+    return rows
+
+
+def random_stack(rng: np.random.Generator):
+    """A random valid layer stack and input shape: 1-3 blocks of c then (mostly) s, any channels,
+    non-square inputs, kernel sizes 1-5, scales 1-3, sometimes c-c or s-s neighbours."""
+    while True:
+        h, w, c = int(rng.integers(6, 21)), int(rng.integers(6, 21)), int(rng.integers(1, 4))
+        layers, hh, ww = [Input()], h, w
+        for _ in range(int(rng.integers(1, 4))):
+            for _ in range(1 + int(rng.random() < 0.2)):
+                k = int(rng.integers(1, min(5, hh, ww) + 1))
+                layers.append(Conv(int(rng.integers(1, 5)), k))
+                hh, ww = hh - k + 1, ww - k + 1
+            for _ in range(1 + int(rng.random() < 0.15)):
+                scales = [s for s in (2, 3) if hh % s == 0 and ww % s == 0 and hh // s >= 1]
+                if scales and rng.random() < 0.85:
+                    s = int(rng.choice(scales))
+                    layers.append(Pool(s))
+                    hh, ww = hh // s, ww // s
+        if len(layers) > 1:
+            return tuple(layers), (h, w, c)
+
+
+def random_case(seed: int, batch: int = 4, n_classes: int = 5):
+    """A random net, inputs in [0, 1) and one-hot targets for `random_stack(seed)`."""
+    rng = np.random.default_rng(seed)
+    layers, shape = random_stack(rng)
+    net = init_net(jax.random.key(seed), layers, shape, n_classes)
+    images = rng.random((batch, *shape))
+    targets = np.eye(n_classes)[rng.integers(0, n_classes, batch)]
+    return net, images, targets
+
+
+def check_autodiff(seeds=range(8)) -> list[Row]:
+    key = jax.random.key(0)
+    net = init_net(key, EXAMPLE_LAYERS, (28, 28), 10)
+    rng = np.random.default_rng(0)
+    images, targets = rng.random((6, 28, 28)), np.eye(10)[rng.integers(0, 10, 6)]
+    rows = check_manual_vs_autodiff(net, images, targets, "6c-2s-12c-2s")
+    for seed in seeds:
+        net, images, targets = random_case(seed)
+        from jaxcnn.layers import describe
+        rows += check_manual_vs_autodiff(net, images, targets,
+                                         f"random #{seed} {describe(net.layers)} {net.input_shape}")
+    return rows
+
+
+# ---- 2. central differences ---------------------------------------------------------------------
+
+def numgradcheck(tb: dict, x: list, y) -> tuple[float, dict]:
+    """`cnnnumgradcheck.m`: perturb every weight by ±1e-4, take (L+ - L-) / 2ε with `cnnff`/`cnnbp`,
+    and return the largest |numerical − analytical| together with the analytical result."""
+    analytic = bp.cnnbp(bp.cnnff(tb, x), y)
+
+    def loss_with(edit):
+        net = _deep_copy(tb)
+        edit(net)
+        return bp.cnnbp(bp.cnnff(net, x), y)["L"]
+
+    worst = 0.0
+
+    for where, grad in _weights(analytic):
+        def shift(net, delta, where=where):
+            array, index = where(net)
+            array[index] += delta
+        numeric = (loss_with(lambda n: shift(n, NUMGRAD_EPS)) - loss_with(lambda n: shift(n, -NUMGRAD_EPS))) \
+            / (2 * NUMGRAD_EPS)
+        worst = max(worst, abs(numeric - grad))
+    return worst, analytic
+
+
+def _deep_copy(tb):
+    layers = []
+    for layer in tb["layers"]:
+        layer = dict(layer)
+        if layer["type"] == "c":
+            layer["k"] = [[np.array(k, np.float64) for k in row] for row in layer["k"]]
+            layer["b"] = np.array(layer["b"], np.float64)
+        layers.append(layer)
+    return dict(tb, layers=layers, ffW=np.array(tb["ffW"], np.float64),
+                ffb=np.array(tb["ffb"], np.float64).reshape(-1, 1))
+
+
+def _weights(analytic):
+    """(locator, analytical gradient) for every scalar weight, in `cnnnumgradcheck.m`'s order."""
+    for j in range(analytic["dffb"].size):
+        yield (lambda n, j=j: (n["ffb"], (j, 0))), float(analytic["dffb"][j, 0])
+    for i in range(analytic["dffW"].shape[0]):
+        for u in range(analytic["dffW"].shape[1]):
+            yield (lambda n, i=i, u=u: (n["ffW"], (i, u))), float(analytic["dffW"][i, u])
+    for l in range(len(analytic["layers"]) - 1, 0, -1):
+        layer = analytic["layers"][l]
+        if layer["type"] != "c":
+            continue
+        for j in range(len(layer["db"])):
+            yield (lambda n, l=l, j=j: (n["layers"][l]["b"], j)), float(layer["db"][j])
+            for i in range(len(layer["dk"])):
+                for u in range(layer["dk"][i][j].shape[0]):
+                    for v in range(layer["dk"][i][j].shape[1]):
+                        yield ((lambda n, l=l, i=i, j=j, u=u, v=v: (n["layers"][l]["k"][i][j], (u, v))),
+                               float(layer["dk"][i][j][u, v]))
+
+
+def check_numerical(golden) -> list[Row]:
+    tb = toolbox.struct_to_dict(golden["gc_init"][0, 0])
+    x, y = bp.input_maps(golden["gx"]), golden["gy"]
+    worst, analytic = numgradcheck(tb, x, y)
+    rows = [Row("cnnnumgradcheck (2c-2s-2c-2s): |numeric - delta rule|", worst, float("nan"), NUMGRAD_ATOL, "abs")]
+    net = toolbox.from_toolbox(tb)
+    images, targets = toolbox.images_from_matlab(golden["gx"]), toolbox.targets_from_matlab(y)
+    _, autodiff = loss_and_grad(net, images, targets)
+    rows.append(compare("cnnnumgradcheck case: jax.grad vs delta rule",
+                        autodiff, toolbox.grads_from_toolbox(analytic, net), GRAD_RTOL))
+    from jax.test_util import check_grads
+    x_nhwc = jnp.asarray(images)[..., None]
+    try:
+        check_grads(lambda p: model_loss(dataclasses.replace(net, params=p), x_nhwc, jnp.asarray(targets)),
+                    (net.params,), order=2, modes=("rev",), eps=1e-4, atol=1e-6, rtol=1e-6)
+        rows.append(Row("jax.test_util.check_grads on L (order 2, rev)", float("nan"), float("nan"), 1e-6, ok=True))
+    except AssertionError as err:
+        rows.append(Row(f"jax.test_util.check_grads on L: {str(err).splitlines()[0][:60]}",
+                        float("nan"), float("nan"), 1e-6, ok=False))
+    return rows
+
+
+# ---- 3. the derivations themselves ---------------------------------------------------------------
+
+def check_derivations(seed: int = 0) -> list[Row]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    # 004: a 2×2 input X, 2×2 kernel K, one output z = conv(K, X) + θ. dz/dx_ij = δ·rot180(K)(i, j),
+    # and the lecture's result: the input delta is conv(pad(δ), rot180(K)) = δ·[[k22, k21], [k12, k11]].
+    X, K, delta = rng.random((2, 2)), rng.random((2, 2)), float(rng.random())
+    z = float(bp.convn_valid(X, K)[0, 0])
+    written_out = K[1, 1] * X[0, 0] + K[1, 0] * X[0, 1] + K[0, 1] * X[1, 0] + K[0, 0] * X[1, 1]
+    rows.append(compare("004 2x2: conv(K, X) = k22·x11 + k21·x12 + k12·x21 + k11·x22", z, written_out, 1e-15, "abs"))
+    by_hand = delta * np.array([[K[1, 1], K[1, 0]], [K[0, 1], K[0, 0]]])
+    via_full = bp.convn_full(np.array([[delta]]), bp.rot180(K))
+    autodiff = jax.grad(lambda x: jnp.sum(jnp.asarray(bp.rot180(K)) * x) * delta)(jnp.asarray(X))
+    rows.append(compare("004 2x2: input delta = convn(δ, rot180(K), 'full')", via_full, by_hand, 1e-15, "abs"))
+    rows.append(compare("004 2x2: input delta = d(δ·z)/dX by autodiff", autodiff, by_hand, 1e-15, "abs"))
+    # adjoint of 'valid' convolution: <valid(a, k), d> = <a, full(d, rot180 k)>
+    a, k = rng.random((12, 10, 3)), rng.random((5, 4))
+    d = rng.random(bp.convn_valid(a, k).shape)
+    lhs = np.sum(bp.convn_valid(a, k) * d)
+    rhs = np.sum(a * bp.convn_full(d, bp.rot180(k)))
+    rows.append(compare("<convn(a,k,'valid'), d> = <a, convn(d,rot180(k),'full')>", lhs, rhs, 1e-13))
+    # kernel gradient: d<valid(a, k), d>/dk = convn(flipall(a), d, 'valid')
+    grad_k = jax.grad(lambda kk: jnp.sum(_jax_convn_valid(jnp.asarray(a), kk) * jnp.asarray(d)))(jnp.asarray(k))
+    rows.append(compare("dk = convn(flipall(a), d, 'valid')", bp.convn_valid(bp.flipall(a), d)[:, :, 0], grad_k,
+                        1e-13))
+    # expand(.)/s² is the adjoint of mean pooling
+    s = 3
+    m = rng.random((9, 6, 2))
+    pooled = bp.convn_valid(m, np.ones((s, s)) / s ** 2)[::s, ::s, :]
+    e = rng.random(pooled.shape)
+    rows.append(compare("<meanpool(a), e> = <a, expand(e, [s s 1]) / s^2>", np.sum(pooled * e),
+                        np.sum(m * bp.expand(e, [s, s, 1]) / s ** 2), 1e-13))
+    # sigmoid derivative a(1 − a)
+    xs = np.linspace(-8, 8, 101)
+    sig = bp.sigm(xs)
+    rows.append(compare("sigm'(x) = a(1 - a)", sig * (1 - sig), jax.vmap(jax.grad(lambda t: 1 / (1 + jnp.exp(-t))))(xs),
+                        1e-13))
+    return rows
+
+
+def _jax_convn_valid(a, k):
+    """MATLAB convn(a, k2d, 'valid') for an H×W×N array, written with jnp slicing (for autodiff)."""
+    kh, kw = k.shape
+    h, w = a.shape[0] - kh + 1, a.shape[1] - kw + 1
+    kr = k[::-1, ::-1]
+    return sum(a[u:u + h, v:v + w, :] * kr[u, v] for u in range(kh) for v in range(kw))
+
+
+# ---- 4. parity with the original toolbox ----------------------------------------------------------
+
+def load_golden(path=None):
+    import scipy.io
+
+    path = Path(path) if path else golden_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"golden file {path} not found (set JAXCNN_GOLDEN or pass --golden)")
+    return scipy.io.loadmat(path, struct_as_record=False)
+
+
+def check_golden(golden) -> list[Row]:
+    init = toolbox.struct_to_dict(golden["cnn_init"][0, 0])
+    want = toolbox.struct_to_dict(golden["cnn_grads"][0, 0])
+    net = toolbox.from_toolbox(init)
+    images, targets = toolbox.images_from_matlab(golden["x"]), toolbox.targets_from_matlab(golden["y"])
+    rows = []
+    # jaxcnn
+    rows.append(compare("toolbox o  vs jaxcnn predict", np.asarray(predict(net, images)).T, want["o"],
+                        GOLDEN_ATOL, "abs"))
+    loss, grads = loss_and_grad(net, images, targets)
+    rows.append(compare("toolbox L  vs jaxcnn loss", loss, want["L"], GOLDEN_ATOL, "abs"))
+    tb_grads = toolbox.grads_from_toolbox(want, net)
+    rows.append(compare("toolbox dk, db, dffW, dffb vs jax.grad", grads, tb_grads, GOLDEN_ATOL, "abs"))
+    # the manual backprop, on the toolbox's own layout (no bridge involved)
+    manual = bp.cnnbp(bp.cnnff(init, bp.input_maps(golden["x"])), golden["y"])
+    rows.append(compare("toolbox o, L, fv vs delta rule", [manual["o"], manual["L"], manual["fv"]],
+                        [want["o"], want["L"], want["fv"]], GOLDEN_ATOL, "abs"))
+    for l, (got_l, want_l) in enumerate(zip(manual["layers"], want["layers"]), start=1):
+        if got_l["type"] == "c":
+            rows.append(compare(f"toolbox layer {l} dk, db vs delta rule", [got_l["dk"], got_l["db"]],
+                                [want_l["dk"], want_l["db"]], GOLDEN_ATOL, "abs"))
+    rows.append(compare("toolbox dffW, dffb vs delta rule", [manual["dffW"], manual["dffb"]],
+                        [want["dffW"], want["dffb"]], GOLDEN_ATOL, "abs"))
+    # ten SGD steps: jaxcnn.train_epoch in the recorded order, exported with save_net
+    all_x = toolbox.images_from_matlab(golden["train_x500"])
+    all_y = toolbox.targets_from_matlab(golden["train_y500"])
+    trained, losses = train_epoch(net, all_x, all_y, np.arange(500), alpha=1.0, batchsize=50)
+    rows.append(compare("toolbox Ls (10 steps) vs train_epoch losses", np.asarray(losses),
+                        golden["Ls"].ravel(), GOLDEN_ATOL, "abs"))
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        toolbox.save_net(Path(tmp) / "after.mat", trained)
+        exported = toolbox.struct_to_dict(toolbox.read_struct(Path(tmp) / "after.mat"))
+    after = toolbox.struct_to_dict(golden["cnn_after"][0, 0])
+    rows.append(compare("toolbox cnn_after vs train_epoch + save_net", _weights_of(exported), _weights_of(after),
+                        GOLDEN_ATOL, "abs"))
+    manual_net = init
+    for s in range(10):
+        batch = slice(50 * s, 50 * (s + 1))
+        step = bp.cnnbp(bp.cnnff(manual_net, bp.input_maps(golden["train_x500"][:, :, batch])),
+                        golden["train_y500"][:, batch])
+        manual_net = bp.cnnapplygrads(step, 1.0)
+    rows.append(compare("toolbox cnn_after vs delta rule + cnnapplygrads", _weights_of(manual_net),
+                        _weights_of(after), GOLDEN_ATOL, "abs"))
+    return rows
+
+
+def _weights_of(tb):
+    return [[(layer["k"], np.ravel(layer["b"])) for layer in tb["layers"] if layer["type"] == "c"],
+            tb["ffW"], np.ravel(tb["ffb"])]
+
+
+def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
+    require_x64()
+    golden = load_golden(golden_file)
+    return [("1. delta rule vs jax.grad", check_autodiff()),
+            ("2. central differences", check_numerical(golden)),
+            ("3. the derivations", check_derivations()),
+            ("4. parity with the original toolbox", check_golden(golden))]
