@@ -23,7 +23,7 @@ from .checkpoint import CheckpointError, TrainState
 from .fileio import atomic_write_text
 from .layers import describe
 from .model import count_params, init_net
-from .train import batch_matrix, evaluate, make_epoch_fn, make_optimizer
+from .train import batch_matrix, evaluate, init_opt_state, make_epoch_fn, make_optimizer
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "net.npz", "loss.png", "misclassified.png")
 
@@ -117,7 +117,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     net = init_net(init_key, cfg.model.layers, image_shape, dataset.n_classes, dtype)
     optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum,
                                cfg.train.schedule, cfg.train.numepochs * steps)
-    state = TrainState(net, optimizer.init(net), root, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [],
+    state = TrainState(net, init_opt_state(optimizer, net), root, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [],
                        config_toml)
     if resume:
         state, path = _latest_state(out, state.net, state.opt_state, log)

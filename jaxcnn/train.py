@@ -46,6 +46,18 @@ def make_optimizer(name: str = "sgd", alpha: float = 1.0, momentum: float = 0.0,
     raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, momentum, adam)")
 
 
+def init_opt_state(optimizer: optax.GradientTransformation, net: Net):
+    """`optimizer.init(net)` with its floating hyperparameters in the net's dtype, so that a float32
+    net stays float32 even when JAX's x64 mode is on (no silent promotion, no silent down-cast)."""
+    state = optimizer.init(net)
+    hyper = getattr(state, "hyperparams", None)
+    if hyper is not None:
+        for name, value in hyper.items():
+            if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
+                hyper[name] = jnp.asarray(value, net.dtype)
+    return state
+
+
 def batch_matrix(order, batchsize: int) -> np.ndarray:
     """The (steps, batchsize) int32 index matrix of one epoch; the remainder is dropped."""
     order = np.asarray(order)
@@ -96,7 +108,7 @@ _sgd_epoch = make_epoch_fn(_SGD, donate=False)
 
 def sgd_state(net: Net, alpha: float):
     """Plain-SGD optimizer state holding `alpha` as data (one compiled epoch serves any alpha)."""
-    state = _SGD.init(net)
+    state = init_opt_state(_SGD, net)
     state.hyperparams["learning_rate"] = jnp.asarray(alpha, net.dtype)
     return state
 
@@ -111,9 +123,10 @@ def train_epoch(net: Net, images, targets, order, alpha: float = 1.0, batchsize:
     y = jnp.asarray(targets, net.dtype)
     if y.shape != (x.shape[0], net.n_classes):
         raise ValueError(f"targets must be (N, {net.n_classes}) = ({x.shape[0]}, {net.n_classes}), got {y.shape}")
-    batches = batch_matrix(order, batchsize)
-    if batches.max() >= x.shape[0] or batches.min() < 0:
+    order = np.asarray(order)
+    if order.size and (order.max() >= x.shape[0] or order.min() < 0):
         raise ValueError(f"order holds indices outside 0..{x.shape[0] - 1}")
+    batches = batch_matrix(order, batchsize)
     rl = jnp.asarray(jnp.nan, net.dtype)
     net, _, losses, _ = _sgd_epoch(net, sgd_state(net, alpha), rl, x, y, jnp.asarray(batches))
     return net, losses
