@@ -159,11 +159,11 @@ def load_mat(path, name: str = "mnist") -> Dataset:
     import scipy.io
 
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
     try:
         mat = scipy.io.loadmat(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (ValueError, NotImplementedError, TypeError, OSError) as err:
+    except (ValueError, NotImplementedError, TypeError, OSError, IndexError, KeyError) as err:
         raise DataError(f"{path}: not a MATLAB v4-v7 .mat file scipy can read ({err})") from None
     missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in mat]
     if missing:

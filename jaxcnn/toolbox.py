@@ -189,11 +189,11 @@ def read_struct(path, var="cnn"):
     import scipy.io
 
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
     try:
         mat = scipy.io.loadmat(path, struct_as_record=False)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except (ValueError, NotImplementedError, TypeError, OSError) as err:
+    except (ValueError, NotImplementedError, TypeError, OSError, IndexError, KeyError) as err:
         raise ValueError(f"{path}: not a MATLAB v4-v7 .mat file scipy can read ({err})") from None
     if var not in mat:
         names = ", ".join(k for k in mat if not k.startswith("__")) or "none"

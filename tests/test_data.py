@@ -1,0 +1,212 @@
+import contextlib
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from jaxcnn import data
+from jaxcnn.data import DataError, Source
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False, type_code: int = 0x08) -> Path:
+    raw = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def make_folder(folder: Path, n_train=12, n_test=5, shape=(6, 5), compress=True, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, *shape), dtype=np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, *shape), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8)}
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, array in arrays.items():
+        write_idx(folder / (stem + (".gz" if compress else "")), array, compress)
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip_any_count_and_size(tmp_path, compress):
+    arrays = make_folder(tmp_path, n_train=7, n_test=3, shape=(9, 4), compress=compress)
+    ds = data.load_idx_folder(tmp_path, "toy")
+    np.testing.assert_array_equal(ds.train_images, arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(ds.test_labels, arrays["t10k-labels-idx1-ubyte"])
+    assert ds.train_images.shape == (7, 9, 4) and ds.test_images.shape == (3, 9, 4)
+
+
+def test_idx_other_types(tmp_path):
+    values = np.array([[1.5, -2.0], [3.25, 4.0]], dtype=np.float32)
+    np.testing.assert_array_equal(data.read_idx(write_idx(tmp_path / "f", values, type_code=0x0D)), values)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda raw: b"\x00\x00\x07\x03" + raw[4:], "wrong magic number 0x00000703"),
+    (lambda raw: b"\x01\x00\x08\x03" + raw[4:], "wrong magic number"),
+    (lambda raw: raw[:-10], "truncated: dimensions 12x6x5 need 360 data bytes, found 350"),
+    (lambda raw: raw + b"\x00", "trailing bytes"),
+    (lambda raw: raw[:9], "truncated header"),
+    (lambda raw: raw[:2], "too short for an IDX header"),
+])
+def test_corrupt_idx_files_are_named(tmp_path, corrupt, message):
+    make_folder(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(corrupt(path.read_bytes()))
+    with pytest.raises(DataError) as err:
+        data.load_idx_folder(tmp_path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    make_folder(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: damaged or truncated gzip"):
+        data.load_idx_folder(tmp_path)
+
+
+@pytest.mark.parametrize("replace, message", [
+    (("train-labels-idx1-ubyte.gz", np.arange(11, dtype=np.uint8) % 10), "12 training images but 11 training labels"),
+    (("t10k-labels-idx1-ubyte.gz", np.array([1, 2, 10, 3, 4], np.uint8)), "test labels out of range: found 1..10"),
+    (("train-images-idx3-ubyte.gz", np.zeros((12, 30), np.uint8)), "training images must have 3 or 4 dimensions"),
+    (("t10k-labels-idx1-ubyte.gz", np.zeros((5, 2), np.uint8)), "test labels must have 1 dimension"),
+    (("t10k-images-idx3-ubyte.gz", np.zeros((5, 6, 6), np.uint8)), "differ in size"),
+])
+def test_inconsistent_files_are_named(tmp_path, replace, message):
+    make_folder(tmp_path)
+    write_idx(tmp_path / replace[0], replace[1], compress=True)
+    with pytest.raises(DataError, match=message):
+        data.load_idx_folder(tmp_path)
+
+
+def test_missing_folder_and_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_dataset("mnist", tmp_path / "nope")
+    make_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte\[.gz\]"):
+        data.load_idx_folder(tmp_path)
+
+
+def test_toolbox_mat_file(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 8)
+    onehot = np.eye(10, dtype=np.uint8)[labels]
+    # mnist_uint8.mat: rows are the images flattened row-major (the toolbox then does reshape(train_x', 28, 28, N))
+    scipy.io.savemat(tmp_path / "mnist_uint8.mat", {"train_x": images.reshape(8, 784), "train_y": onehot,
+                                                    "test_x": images[:3].reshape(3, 784), "test_y": onehot[:3]})
+    ds = data.load_dataset("mnist", tmp_path / "mnist_uint8.mat")
+    np.testing.assert_array_equal(ds.train_images, images)
+    np.testing.assert_array_equal(ds.train_labels, labels)
+    scipy.io.savemat(tmp_path / "bad.mat", {"train_x": images.reshape(8, 784)})
+    with pytest.raises(DataError, match="missing variable.*train_y, test_x, test_y"):
+        data.load_mat(tmp_path / "bad.mat")
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
+    with pytest.raises(DataError, match="junk.mat: not a MATLAB"):
+        data.load_mat(tmp_path / "junk.mat")
+
+
+def test_subset_bounds(tmp_path):
+    make_folder(tmp_path)
+    ds = data.load_idx_folder(tmp_path)
+    assert len(ds.subset(5, 2).train_labels) == 5
+    with pytest.raises(DataError, match="data.n_train = 13: must be between 1 and the 12"):
+        ds.subset(13)
+
+
+def test_debian_fashion_mnist_is_read_in_place(fashion, golden):
+    assert fashion.train_images.shape == (60000, 28, 28) and fashion.test_images.shape == (10000, 28, 28)
+    assert np.bincount(fashion.train_labels).tolist() == [6000] * 10
+    # the golden file holds the first 500 training images in the toolbox's transposed layout
+    np.testing.assert_array_equal(fashion.train_images[:500] / 255, golden["train_x500"].transpose(2, 1, 0))
+
+
+# ---- downloads, against a local HTTP server on loopback ------------------------------------------
+
+@contextlib.contextmanager
+def serve(routes: dict[str, bytes], lie_about_length: set = frozenset()):
+    """Serve `routes` (path -> body) on 127.0.0.1; paths in `lie_about_length` announce more bytes than sent."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + (100 if self.path in lie_about_length else 0)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _source(folder: Path) -> tuple[Source, dict[str, bytes]]:
+    make_folder(folder)
+    bodies = {p.name: p.read_bytes() for p in folder.iterdir()}
+    return Source("toy", {name: hashlib.sha256(body).hexdigest() for name, body in bodies.items()}, ()), bodies
+
+
+def test_download_tries_mirrors_in_order_and_checks_digests(tmp_path):
+    source, bodies = _source(tmp_path / "origin")
+    with serve({f"/good/{n}": b for n, b in bodies.items()}) as url:
+        folder = data.fetch(source, tmp_path / "cache", mirrors=[f"{url}/missing/", f"{url}/good/"])
+    for name, body in bodies.items():
+        assert (folder / name).read_bytes() == body
+    assert not list(folder.glob(".*part"))
+    ds = data.load_idx_folder(folder)
+    assert ds.train_images.shape == (12, 6, 5)
+    # a second fetch uses the cache: no server needed
+    assert data.fetch(source, folder, mirrors=["http://127.0.0.1:9/never/"]) == folder
+
+
+def test_a_digest_mismatch_is_an_error_and_never_cached(tmp_path):
+    source, bodies = _source(tmp_path / "origin")
+    tampered = {f"/m/{n}": (b[:20] + bytes([b[20] ^ 0xFF]) + b[21:] if "t10k-images" in n else b)
+                for n, b in bodies.items()}
+    with serve(tampered) as url:
+        with pytest.raises(DataError) as err:
+            data.fetch(source, tmp_path / "cache", mirrors=[f"{url}/m/"])
+    assert "t10k-images-idx3-ubyte.gz: SHA-256 mismatch" in str(err.value) and "was not cached" in str(err.value)
+    assert not (tmp_path / "cache" / "t10k-images-idx3-ubyte.gz").exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
+def test_a_truncated_download_is_an_error_and_never_cached(tmp_path):
+    source, bodies = _source(tmp_path / "origin")
+    with serve({f"/m/{n}": b for n, b in bodies.items()}, lie_about_length={"/m/train-labels-idx1-ubyte.gz"}) as url:
+        with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz"):
+            data.fetch(source, tmp_path / "cache", mirrors=[f"{url}/m/"])
+    assert not (tmp_path / "cache" / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_offline_mnist_names_the_cache_and_the_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXCNN_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        data.load_dataset("mnist", mirrors=["http://127.0.0.1:9/"])
+    message = str(err.value)
+    assert str(tmp_path / "cache" / "mnist") in message
+    assert "data.dir" in message and "configs/fashion_mnist.toml" in message
+
+
+def test_the_published_digests_are_what_the_loader_checks():
+    assert data.MNIST.files["train-images-idx3-ubyte.gz"].startswith("440fcabf73cc546f")
+    assert data.FASHION_MNIST.files["train-images-idx3-ubyte.gz"].startswith("3aede38d61863908")
+    assert all(len(d) == 64 for s in data.SOURCES.values() for d in s.files.values())
