@@ -4,7 +4,8 @@ Where the data comes from, in order:
   1. `data.dir` in the config: a folder with the four standard IDX files, or a `.mat` file;
   2. for Fashion-MNIST, Debian's `dataset-fashion-mnist` read in place (/usr/share/datasets/fashion-mnist);
   3. the cache folder, `$JAXCNN_DATA_DIR/<dataset>` or `~/.cache/jaxcnn/<dataset>`, filled on first use
-     from a list of mirrors; every file is checked against its published SHA-256 before it is cached.
+     from a list of mirrors ($JAXCNN_MIRRORS replaces it); every file is checked against its published
+     SHA-256 before it is cached.
 """
 from __future__ import annotations
 
@@ -228,6 +229,11 @@ def _download_one(url: str, target: Path, sha256: str, timeout: float) -> None:
             os.unlink(tmp)
 
 
+def mirrors_from_env() -> tuple[str, ...]:
+    """$JAXCNN_MIRRORS: comma-separated base URLs tried instead of the built-in mirrors (a local copy, say)."""
+    return tuple(m.strip().rstrip("/") + "/" for m in os.environ.get("JAXCNN_MIRRORS", "").split(",") if m.strip())
+
+
 def fetch(source: Source, folder=None, mirrors=None, timeout: float = 30.0) -> Path:
     """Make sure `folder` (default: the cache) holds the verified files of `source`; returns it.
 
@@ -235,12 +241,13 @@ def fetch(source: Source, folder=None, mirrors=None, timeout: float = 30.0) -> P
     """
     folder = Path(folder) if folder is not None else cache_root() / source.name
     folder.mkdir(parents=True, exist_ok=True)
+    mirrors = mirrors or mirrors_from_env() or source.mirrors
     for name, sha256 in source.files.items():
         target = folder / name
         if target.is_file() and sha256_of(target) == sha256:
             continue
         errors = []
-        for mirror in mirrors or source.mirrors:
+        for mirror in mirrors:
             try:
                 _download_one(mirror + name, target, sha256, timeout)
                 break

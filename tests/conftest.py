@@ -24,14 +24,22 @@ def golden():
 
 @pytest.fixture(scope="session")
 def fashion():
-    """Debian's Fashion-MNIST (CI installs dataset-fashion-mnist)."""
+    """Debian's Fashion-MNIST (scripts/test installs dataset-fashion-mnist where it can)."""
     from jaxcnn.data import load_idx_folder
 
     if not FASHION.is_dir():
-        pytest.fail(f"{FASHION} is missing: apt-get install dataset-fashion-mnist")
+        pytest.fail(f"{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test does this as root)")
     return load_idx_folder(FASHION, "fashion_mnist")
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def no_real_mirrors(monkeypatch, tmp_path_factory):
+    """No test may reach the internet: downloads go to a closed loopback port unless a test serves one,
+    and the cache is a fresh folder."""
+    monkeypatch.setenv("JAXCNN_MIRRORS", "http://127.0.0.1:9/")
+    monkeypatch.setenv("JAXCNN_DATA_DIR", str(tmp_path_factory.mktemp("cache")))
