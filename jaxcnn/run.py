@@ -11,6 +11,7 @@ import json
 import platform
 import shutil
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -50,6 +51,9 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not checkpoint.list_checkpoints(out):
             raise RunError(f"--resume {out}: no checkpoint there to resume from")
+        for folder in (out, checkpoint.directory(out)):          # leftovers of writes cut short by a crash
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink()
         return
     if existing and not overwrite:
         raise RunError(f"{out} already holds a run ({', '.join(existing)}); "
@@ -94,8 +98,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     _check_out(out, resume, overwrite)
     config_toml = config_mod.dumps(cfg)
     if resume:
-        stored = config_mod.from_dict(__import__("tomllib").loads(
-            checkpoint.stored_config(checkpoint.list_checkpoints(out)[-1])))
+        stored = config_mod.from_dict(tomllib.loads(checkpoint.stored_config(checkpoint.list_checkpoints(out)[-1])))
         changed = config_mod.diff(stored, cfg)
         if changed and not force:
             raise RunError(f"--resume {out}: the config differs from the checkpointed run in "
@@ -120,8 +123,11 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     state = TrainState(net, init_opt_state(optimizer, net), root, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [],
                        config_toml)
     if resume:
+        fresh_opt_state = state.opt_state
         state, path = _latest_state(out, state.net, state.opt_state, log)
         state.config_toml = config_toml
+        # hyperparameters come from the config (they differ only under --force), the rest from the checkpoint
+        state.opt_state.hyperparams.update(fresh_opt_state.hyperparams)
         log(f"resuming from {path.name}: epoch {state.epoch + 1}, step {state.step}")
     atomic_write_text(out / "config.toml", config_toml)
 

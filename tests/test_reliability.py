@@ -1,0 +1,250 @@
+"""Crash safety, exact resume, divergence, and one clear line for every bad input."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcnn import checkpoint, cli, config, netfile, run
+from tests.test_data import make_folder, serve, write_idx
+
+REPO = Path(__file__).resolve().parent.parent
+RUN = ["--set", "data.dataset=\"fashion_mnist\"", "--set", "data.n_train=500", "--set", "data.n_test=200",
+       "--set", "train.batchsize=25", "--set", "train.numepochs=3", "--set", "checkpoint.every_steps=5",
+       "--set", "checkpoint.keep=2"]
+TIMING = {"seconds", "seconds_per_epoch", "compile_seconds"}
+
+
+class Job:
+    """A `jaxcnn train` subprocess whose output goes to a log file (no pipes to leak when it is killed)."""
+
+    def __init__(self, out: Path, *extra, delay=None):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/"}
+        if delay:
+            env["JAXCNN_TEST_WRITE_DELAY"] = str(delay)
+        self.log = out.parent / f"{out.name}.{time.monotonic_ns()}.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "jaxcnn", "train", "configs/fashion_mnist.toml", *RUN,
+                                          "--out", str(out), "--no-progress", *extra], cwd=REPO, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+
+    def wait(self) -> int:
+        return self.proc.wait(timeout=600)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _resume(out):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/"}
+    return subprocess.run([sys.executable, "-m", "jaxcnn", "train", "configs/fashion_mnist.toml", *RUN,
+                           "--resume", str(out), "--no-progress"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _record(out: Path) -> dict:
+    """Everything a finished run leaves, minus wall-clock times."""
+    metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+               for line in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = {k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in TIMING}
+    arrays, _ = __import__("jaxcnn").fileio.load_npz(checkpoint.list_checkpoints(out)[-1])
+    return {"net": netfile.net_arrays(netfile.load(out / "net.npz")), "metrics": metrics, "summary": summary,
+            "losses": arrays["losses"], "rl": arrays["rl"]}
+
+
+def _assert_same(a, b):
+    assert a["metrics"] == b["metrics"] and a["summary"] == b["summary"]
+    for key in a["net"]:
+        np.testing.assert_array_equal(a["net"][key], b["net"][key])       # bit for bit
+    np.testing.assert_array_equal(a["losses"], b["losses"])
+    np.testing.assert_array_equal(a["rl"], b["rl"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    job = Job(out)
+    assert job.wait() == 0, job.output
+    return _record(out)
+
+
+def _tmp_files(out):
+    return [p for folder in (out, out / "checkpoints") if folder.is_dir() for p in folder.glob(".*.tmp")]
+
+
+MOMENTS = {
+    "during the 3rd checkpoint write": lambda out: (
+        any(p.name.startswith(".ckpt-") for p in _tmp_files(out)) and len(checkpoint.list_checkpoints(out)) == 2),
+    "during an end-of-epoch checkpoint write": lambda out: any(
+        p.name.startswith(".ckpt-E0002-S000000.npz.") for p in _tmp_files(out)),
+    "during the metrics.jsonl write": lambda out: any(p.name.startswith(".metrics.jsonl.") for p in _tmp_files(out)),
+    "mid-epoch, between writes": lambda out: (out / "checkpoints" / "ckpt-E0002-S000010.npz").exists()
+    and not _tmp_files(out),
+}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reference, moment):
+    out = tmp_path / "run"
+    job = Job(out, delay=0.25)
+    deadline = time.monotonic() + 300
+    while not MOMENTS[moment](out):
+        assert job.proc.poll() is None, f"the run ended before '{moment}': {job.output}"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    job.proc.send_signal(signal.SIGKILL)
+    assert job.wait() == -signal.SIGKILL
+    assert not (out / "summary.json").exists()
+    for path in checkpoint.list_checkpoints(out):            # every checkpoint on disk is whole
+        checkpoint.stored_config(path)
+    result = _resume(out)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from ckpt-" in result.stdout
+    assert not _tmp_files(out)
+    _assert_same(_record(out), reference)
+
+
+def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path, reference, capsys):
+    out = tmp_path / "run"
+    assert Job(out, "--set", "train.numepochs=1").wait() == 0
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    code = cli.main(["train", "configs/fashion_mnist.toml", *RUN, "--set", "train.alpha=0.5", "--resume", str(out)])
+    message = capsys.readouterr().err
+    assert code == 2 and "config differs" in message and "train.alpha" in message and "train.numepochs" in message
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+
+
+def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert Job(out, "--set", "train.numepochs=1", "--set", "checkpoint.every_steps=0").wait() == 0
+    good = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    assert list(good) == ["ckpt-E0001-S000000.npz"]
+    job = Job(out, "--set", "train.numepochs=2", "--set", "checkpoint.every_steps=0", "--set", "train.alpha=100.0",
+              "--resume", str(out), "--force")
+    assert job.wait() == 3
+    err = job.output
+    assert "non-finite loss" in err and "at epoch 2, step " in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == good
+
+
+# ---- bad input, through the real CLI entry point ---------------------------------------------------
+
+def _digest(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("earlier") / "run"
+    assert cli.main(["train", "configs/fashion_mnist.toml", "--set", "data.n_train=100", "--set", "data.n_test=50",
+                     "--set", "train.batchsize=50", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def _idx_folder(tmp_path, damage):
+    folder = tmp_path / "idx"
+    make_folder(folder, n_train=60, n_test=20, shape=(28, 28), compress=False)
+    damage(folder)
+    return folder
+
+
+def _truncate(folder):
+    path = folder / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _bad_magic(folder):
+    path = folder / "t10k-images-idx3-ubyte"
+    path.write_bytes(b"\x12\x34\x08\x03" + path.read_bytes()[4:])
+
+
+BAD_INPUTS = {
+    "misspelled key": (["--set", "train.alhpa=1"], "unknown config key: train.alhpa"),
+    "wrong type": (["--set", "train.batchsize=\"50\""], "train.batchsize: expected an integer"),
+    "zero size": (["--set", "train.batchsize=0"], "train.batchsize: must be >= 1"),
+    "negative size": (["--set", "data.n_train=-1"], "data.n_train: must be >= 0"),
+    "stack sizes": (["--set", "model.layers=[{type='i'},{type='c',outputmaps=2,kernelsize=5},{type='s',scale=5}]"],
+                    "layer 3 (type 's'): size must be integer"),
+    "batch larger than data": (["--set", "data.n_train=40", "--set", "train.batchsize=50"],
+                               "train.batchsize = 50 is larger than the 40 training samples"),
+    "missing data folder": (["--set", "data.dir=\"/nonexistent/idx\""], "data folder /nonexistent/idx does not exist"),
+    "idx wrong magic": (lambda t: ["--set", f"data.dir=\"{_idx_folder(t, _bad_magic)}\""], "wrong magic number"),
+    "idx truncated": (lambda t: ["--set", f"data.dir=\"{_idx_folder(t, _truncate)}\""], "truncated"),
+    "idx wrong dimensions": (lambda t: ["--set", f"data.dir=\"{_idx_folder(t, lambda f: write_idx(f / 'train-images-idx3-ubyte', np.zeros((60, 784), np.uint8)))}\""],
+                             "training images must have 3 or 4 dimensions"),
+    "labels out of range": (lambda t: ["--set", f"data.dir=\"{_idx_folder(t, lambda f: write_idx(f / 't10k-labels-idx1-ubyte', np.full(20, 12, np.uint8)))}\""],
+                            "test labels out of range: found 12..12"),
+    "counts differ": (lambda t: ["--set", f"data.dir=\"{_idx_folder(t, lambda f: write_idx(f / 'train-labels-idx1-ubyte', np.zeros(59, np.uint8)))}\""],
+                      "60 training images but 59 training labels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_nothing_is_lost(case, tmp_path, earlier_run, capsys):
+    args, message = BAD_INPUTS[case]
+    args = args(tmp_path) if callable(args) else args
+    before = _digest(earlier_run.parent)
+    out = tmp_path / "new"
+    code = cli.main(["train", "configs/fashion_mnist.toml", "--set", "data.n_test=50", *args, "--out", str(out),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert err.startswith("jaxcnn: error: ") and "Traceback" not in err
+    assert _digest(earlier_run.parent) == before
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_existing_run_is_not_overwritten(earlier_run, capsys):
+    before = _digest(earlier_run)
+    code = cli.main(["train", "configs/fashion_mnist.toml", "--set", "data.n_train=100", "--out", str(earlier_run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    assert _digest(earlier_run) == before
+
+
+def test_a_download_with_the_wrong_digest_is_refused(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "origin"
+    make_folder(folder, shape=(28, 28))
+    with serve({f"/m/{p.name}": p.read_bytes() for p in folder.iterdir()}) as url:
+        monkeypatch.setenv("JAXCNN_MIRRORS", f"{url}/m/")
+        code = cli.main(["train", "configs/mnist.toml", "--out", str(tmp_path / "new")])
+    err = capsys.readouterr().err
+    assert code == 2 and "SHA-256 mismatch" in err and "train-images-idx3-ubyte.gz" in err and "Traceback" not in err
+    assert not list((tmp_path / "cache").glob("**/*.gz")) if (tmp_path / "cache").exists() else True
+    assert not (tmp_path / "new").exists()
+
+
+def test_mat_files_without_the_variable_or_struct(tmp_path, capsys):
+    import scipy.io
+    scipy.io.savemat(tmp_path / "x.mat", {"net": np.eye(3), "cnn": {"weights": np.eye(2)}})
+    assert cli.main(["import-mat", str(tmp_path / "x.mat"), str(tmp_path / "n.npz"), "--var", "mynet"]) == 2
+    assert "no variable 'mynet' (variables: net, cnn)" in capsys.readouterr().err
+    assert cli.main(["import-mat", str(tmp_path / "x.mat"), str(tmp_path / "n.npz")]) == 2
+    assert "not a toolbox cnn struct (no field 'layers')" in capsys.readouterr().err
+    assert not (tmp_path / "n.npz").exists()
+
+
+def test_a_checkpoint_from_another_architecture_is_refused(earlier_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    __import__("shutil").copytree(earlier_run, out)
+    before = _digest(out)
+    code = cli.main(["train", "configs/fashion_mnist.toml", "--set", "data.n_train=100", "--set", "data.n_test=50",
+                     "--set", "train.batchsize=50", "--set",
+                     "model.layers=[{type='i'},{type='c',outputmaps=4,kernelsize=5},{type='s',scale=2}]",
+                     "--resume", str(out), "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint from another architecture" in err
+    assert _digest(out) == before
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(config.ConfigError):
+        cli.main(["--debug", "train", "configs/fashion_mnist.toml", "--set", "train.alhpa=1"])
