@@ -1,0 +1,49 @@
+"""The fast formulation (im2col + written-out delta rule) is the same maths as autodiff through lax.conv."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model
+from jaxcnn.layers import Conv, Input, Pool
+from verification.checks import random_case
+
+STACKS = [
+    (EXAMPLE_LAYERS, (28, 28), 10),
+    ((Input(), Pool(2), Conv(3, 3), Pool(2)), (14, 10, 2), 3),          # pooling straight after the input
+    ((Input(), Conv(2, 3), Conv(3, 2), Conv(2, 1)), (9, 12, 3), 4),       # c-c-c, RGB, non-square
+    ((Input(), Conv(4, 5), Pool(3), Pool(2)), (16, 22), 5),               # s-s
+    ((Input(), Conv(1, 1)), (5, 5), 2),
+]
+
+
+def _check(net, images, targets):
+    x, y = model.as_nhwc(net, images), jnp.asarray(targets, net.dtype)
+    want_loss, want = jax.value_and_grad(model.loss)(net, x, y)
+    loss, grads = fast.loss_and_grad(net.params, net.layers, x, y)
+    assert abs(float(loss - want_loss)) <= 1e-12 * abs(float(want_loss))
+    for got, exp in zip(jax.tree.leaves(grads), jax.tree.leaves(want.params)):
+        assert got.shape == exp.shape and got.dtype == exp.dtype == jnp.float64
+        assert float(jnp.max(jnp.abs(got - exp))) <= 1e-12 * float(jnp.max(jnp.abs(exp)))
+    np.testing.assert_allclose(fast.forward(net.params, net.layers, x), model.forward_nhwc(net.params, net.layers, x),
+                               rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("layers, shape, classes", STACKS)
+def test_fast_gradient_equals_autodiff(layers, shape, classes):
+    net = init_net(jax.random.key(4), layers, shape, classes)
+    rng = np.random.default_rng(4)
+    _check(net, rng.random((6, *shape)), np.eye(classes)[rng.integers(0, classes, 6)])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_fast_gradient_equals_autodiff_on_drawn_stacks(seed):
+    _check(*random_case(seed, batch=3))
+
+
+def test_patches_order_matches_the_kernel_layout():
+    a = jnp.arange(2 * 4 * 3 * 2.0).reshape(2, 4, 3, 2)
+    k = jnp.arange(2 * 2 * 2 * 3.0).reshape(2, 2, 2, 3)
+    np.testing.assert_array_equal(fast.conv_im2col(a, k), model.conv_valid(a, k))
