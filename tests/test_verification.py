@@ -18,7 +18,7 @@ def test_delta_rule_equals_jax_grad():
     assert max(row.max_rel for row in rows) < 1e-12
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1))
 def test_delta_rule_equals_jax_grad_on_drawn_stacks(seed):
     net, images, targets = checks.random_case(seed)
