@@ -18,10 +18,14 @@ STACKS = [
 ]
 
 
+_autodiff = jax.jit(jax.value_and_grad(model.loss))
+_fast = jax.jit(fast.loss_and_grad, static_argnums=1)
+
+
 def _check(net, images, targets):
     x, y = model.as_nhwc(net, images), jnp.asarray(targets, net.dtype)
-    want_loss, want = jax.value_and_grad(model.loss)(net, x, y)
-    loss, grads = fast.loss_and_grad(net.params, net.layers, x, y)
+    want_loss, want = _autodiff(net, x, y)
+    loss, grads = _fast(net.params, net.layers, x, y)
     assert abs(float(loss - want_loss)) <= 1e-12 * abs(float(want_loss))
     for got, exp in zip(jax.tree.leaves(grads), jax.tree.leaves(want.params)):
         assert got.shape == exp.shape and got.dtype == exp.dtype == jnp.float64
