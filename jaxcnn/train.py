@@ -165,21 +165,31 @@ class Evaluation:
         return int(self.bad.size)
 
 
+EVAL_CHUNK = 100
+
+
 @jax.jit
 def _predicted_labels(net, x):
-    return jnp.argmax(fast.forward(net.params, net.layers, x), axis=1)
+    """Predicted classes, in chunks of EVAL_CHUNK inside one program (patches stay in cache: ~3x faster
+    than one 10,000-image chunk on 2 CPU cores). `x` is padded to a whole number of chunks."""
+    chunks = x.reshape(-1, EVAL_CHUNK, *x.shape[1:])
+    labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b), axis=1), chunks)
+    return labels.reshape(-1)
 
 
-def evaluate(net: Net, images, labels, chunk: int = 10_000) -> Evaluation:
+def evaluate(net: Net, images, labels) -> Evaluation:
     """Test a net: labels are class indices (N,) or one-hot targets (N, classes)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels.argmax(axis=1)
     x = model.as_nhwc(net, images)
-    if labels.shape != (x.shape[0],):
-        raise ValueError(f"{labels.shape[0]} labels for {x.shape[0]} images")
-    predictions = np.concatenate([np.asarray(_predicted_labels(net, x[i:i + chunk]))
-                                  for i in range(0, x.shape[0], chunk)]) if x.shape[0] else np.zeros(0, int)
+    n = x.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"{labels.shape[0]} labels for {n} images")
+    padding = -n % EVAL_CHUNK
+    if padding:
+        x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])
+    predictions = np.asarray(_predicted_labels(net, x))[:n]
     bad = np.flatnonzero(predictions != labels)
     confusion = np.zeros((net.n_classes, net.n_classes), dtype=np.int64)
     np.add.at(confusion, (labels.astype(np.int64), predictions), 1)

@@ -118,7 +118,7 @@ def test_evaluate_is_cnntest():
     predicted = np.asarray(jnp.argmax(jax.jit(lambda n, i: __import__("jaxcnn").predict(n, i))(net, x), axis=1))
     labels = predicted.copy()
     labels[[3, 7, 11]] = (labels[[3, 7, 11]] + 1) % 4
-    result = evaluate(net, x, labels, chunk=7)
+    result = evaluate(net, x, labels)
     assert result.error_rate == pytest.approx(3 / 30)
     np.testing.assert_array_equal(result.bad, [3, 7, 11])
     np.testing.assert_array_equal(result.predictions, predicted)
