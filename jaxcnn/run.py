@@ -73,6 +73,29 @@ def _with_channels(images):
     return images if images.ndim == 4 else images[..., None]
 
 
+def prepare_arrays(dataset, dtype):
+    """Training images/targets and test images as device arrays: (N, H, W, C) floats in [0, 1], one-hot targets."""
+    x = jnp.asarray(data_mod.to_float(_with_channels(dataset.train_images), dtype))
+    y = jnp.asarray(data_mod.one_hot(dataset.train_labels, dataset.n_classes, dtype))
+    x_test = jnp.asarray(data_mod.to_float(_with_channels(dataset.test_images), dtype))
+    return x, y, x_test
+
+
+def initial_state(cfg, image_shape, n_classes, steps, dtype):
+    """(net, optimizer, opt_state, order_key) of a run: the seed's key split into the initial weights'
+    key and the key whose fold_in(epoch) orders each epoch."""
+    init_key, order_key = jax.random.split(jax.random.key(cfg.train.seed))
+    net = init_net(init_key, cfg.model.layers, image_shape, n_classes, dtype)
+    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum,
+                               cfg.train.schedule, cfg.train.numepochs * steps)
+    return net, optimizer, init_opt_state(optimizer, net), order_key
+
+
+def epoch_order(order_key, epoch: int, n: int) -> np.ndarray:
+    """The permutation of epoch `epoch` (0-based)."""
+    return np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), n))
+
+
 def _latest_state(out, net, opt_state, log):
     """The newest checkpoint that loads; damaged newer ones are reported and skipped."""
     errors = []
@@ -105,23 +128,15 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
                            f"{', '.join(changed)} (use --force to resume anyway)")
 
     dataset = load_data(cfg)
-    train_images = _with_channels(dataset.train_images)
-    n, image_shape = train_images.shape[0], train_images.shape[1:]
+    n = len(dataset.train_labels)
     batchsize = cfg.train.batchsize
     if batchsize > n:
         raise RunError(f"train.batchsize = {batchsize} is larger than the {n} training samples")
-    x = jnp.asarray(data_mod.to_float(train_images, dtype))
-    y = jnp.asarray(data_mod.one_hot(dataset.train_labels, dataset.n_classes, dtype))
-    x_test = jnp.asarray(data_mod.to_float(_with_channels(dataset.test_images), dtype))
-
+    x, y, x_test = prepare_arrays(dataset, dtype)
     steps = n // batchsize
-    root = jax.random.key(cfg.train.seed)
-    init_key, order_key = jax.random.split(root)
-    net = init_net(init_key, cfg.model.layers, image_shape, dataset.n_classes, dtype)
-    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum,
-                               cfg.train.schedule, cfg.train.numepochs * steps)
-    state = TrainState(net, init_opt_state(optimizer, net), root, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [],
-                       config_toml)
+    net, optimizer, opt_state, order_key = initial_state(cfg, x.shape[1:], dataset.n_classes, steps, dtype)
+    state = TrainState(net, opt_state, jax.random.key(cfg.train.seed), 0, 0, np.zeros(0, dtype), np.zeros(0, dtype),
+                       [], config_toml)
     if resume:
         fresh_opt_state = state.opt_state
         state, path = _latest_state(out, state.net, state.opt_state, log)
@@ -148,8 +163,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
 
     while state.epoch < cfg.train.numepochs:
         epoch = state.epoch
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), n))
-        batches = batch_matrix(order, batchsize)
+        batches = batch_matrix(epoch_order(order_key, epoch, n), batchsize)
         bar.reset(total=steps)
         bar.set_description(f"epoch {epoch + 1}/{cfg.train.numepochs}")
         started = time.perf_counter()
