@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("sweep", help="train many nets at once from a sweep config (vmap, sharded across devices)")
+    p.add_argument("config", help="configs/sweep_*.toml")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override the base config")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="run as one process of a multi-process sweep (jax.distributed.initialize); "
+                        "start the same command on every process with its own --process-id")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
+
     p = sub.add_parser("eval", help="test a saved net (net.npz or a toolbox .mat)")
     p.add_argument("net")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
@@ -88,6 +99,23 @@ def _train(args) -> int:
                         progress=not args.no_progress and sys.stderr.isatty())
     print(f"test error {summary['test_error']:.4f} ({summary['n_misclassified']}/{summary['n_test']}), "
           f"{summary['seconds_per_epoch']:.2f} s/epoch, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import sweep
+
+    if args.coordinator:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")      # collectives between CPU processes
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    rows = sweep.train(args.config, out, args.set, overwrite=args.overwrite)
+    for row in rows:
+        swept = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
+        print(f"member {row['member']:3d}  {swept:40s} test error {row['test_error']:.4f}")
+    print(f"wrote {out}/")
     return 0
 
 
@@ -143,7 +171,7 @@ def _export_mat(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "verify": _verify, "bench": _bench,
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench,
             "import-mat": _import_mat, "export-mat": _export_mat}
 
 

@@ -50,3 +50,17 @@ def plot_misclassified(path, images, labels, predictions, bad, class_names, limi
     fig.suptitle(f"{len(bad)} of the {total} misclassified test images (true→predicted)" if total
                  else "no misclassified test images", fontsize=9)
     _save(fig, path)
+
+
+def plot_curves(path, curves: dict, title: str) -> None:
+    """Several rL curves on one axis (a sweep's members), labelled by what differs between them."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, rl in curves.items():
+        ax.plot(np.arange(len(rl)), rl, lw=1.0, label=label)
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("rL")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) <= 16:
+        ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)

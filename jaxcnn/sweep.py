@@ -1,0 +1,203 @@
+"""Sweeps: many independent nets trained at once, each exactly as `jaxcnn train` would train it alone.
+
+A sweep config is a normal config plus a `[sweep.<section>]` table of lists; members are the
+Cartesian product. Members that differ only in `train.seed`, `train.alpha` or `train.momentum`
+share array shapes, so one compiled program trains them all: `vmap` over a leading model axis,
+sharded across every local device (`jax.sharding`), and across processes and hosts when JAX's
+multi-process runtime is initialised (`jax.distributed.initialize`). Other differences (batch
+size, layer sizes, optimizer) form separate groups, run one after another.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import config as config_mod, netfile, plots
+from .fileio import atomic_write_bytes, atomic_write_text
+from .layers import describe
+from .run import RunError, epoch_order, initial_state, load_data, prepare_arrays
+from .train import batch_matrix, evaluate, make_epoch_fn
+
+VMAPPABLE = {"train.seed", "train.alpha", "train.momentum"}
+
+
+def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config_mod.Config]]:
+    """(base config, the swept values of each member, each member's config)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise config_mod.ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise config_mod.ConfigError(f"{path}: not valid TOML ({err})") from None
+    table = raw.pop("sweep", None)
+    if not isinstance(table, dict) or not table:
+        raise config_mod.ConfigError(f"{path}: a sweep needs a [sweep.<section>] table of lists, e.g. "
+                                     f"[sweep.train] seed = [0, 1, 2]")
+    for text in overrides:
+        section, key, value = config_mod.parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    base = config_mod.from_dict(raw)
+    axes = []
+    for section, body in table.items():
+        if not isinstance(body, dict):
+            raise config_mod.ConfigError(f"[sweep.{section}] must be a table of lists")
+        for key, values in body.items():
+            if not isinstance(values, list) or not values:
+                raise config_mod.ConfigError(f"sweep.{section}.{key}: expected a non-empty list of values")
+            if section == "data":
+                raise config_mod.ConfigError(f"sweep.{section}.{key}: the data cannot be swept (one dataset per sweep)")
+            axes.append((f"{section}.{key}", values))
+    values, configs = [], []
+    for combo in itertools.product(*(v for _, v in axes)):
+        member_raw = {s: dict(b) for s, b in raw.items()}
+        assignment = dict(zip((k for k, _ in axes), combo))
+        for dotted, value in assignment.items():
+            section, key = dotted.split(".", 1)
+            member_raw.setdefault(section, {})[key] = value
+        configs.append(config_mod.from_dict(member_raw))
+        values.append(assignment)
+    return base, values, configs
+
+
+def _signature(cfg) -> tuple:
+    d = config_mod.to_dict(cfg)
+    return json.dumps({s: {k: v for k, v in b.items() if f"{s}.{k}" not in VMAPPABLE} for s, b in d.items()},
+                      sort_keys=True)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _member(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def model_mesh() -> Mesh:
+    """A 1-D mesh named 'model' over every device of every process."""
+    return Mesh(np.array(jax.devices()), ("model",))
+
+
+def train_group(configs, dataset, dtype, log=print):
+    """Train members that share shapes in one vmapped program; returns per-member (net, losses, rl, metrics)."""
+    cfg0 = configs[0]
+    n = len(dataset.train_labels)
+    batchsize, epochs = cfg0.train.batchsize, cfg0.train.numepochs
+    if batchsize > n:
+        raise RunError(f"train.batchsize = {batchsize} is larger than the {n} training samples")
+    steps = n // batchsize
+    x, y, x_test = prepare_arrays(dataset, dtype)
+    states = [initial_state(cfg, x.shape[1:], dataset.n_classes, steps, dtype) for cfg in configs]
+    optimizer = states[0][1]              # same transformation for all; the hyperparameters live in each state
+    nets, opt_states = _stack([s[0] for s in states]), _stack([s[2] for s in states])
+    order_keys = [s[3] for s in states]
+    m = len(configs)
+    mesh = model_mesh()
+    devices = mesh.devices.size
+    pad = -m % devices                    # pad the model axis to a multiple of the devices with copies of member 0
+    if pad:
+        nets = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]), nets)
+        opt_states = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]), opt_states)
+    sharded = NamedSharding(mesh, PartitionSpec("model"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def put(tree, sharding):
+        """A global array from data every process holds in full (it takes the slices its devices own)."""
+        return jax.tree.map(lambda a: jax.make_array_from_callback(np.shape(a), sharding,
+                                                                   lambda index, a=np.asarray(a): a[index]), tree)
+
+    nets, opt_states = put(nets, sharded), put(opt_states, sharded)
+    x, y = put(x, replicated), put(y, replicated)
+    epoch_fn = make_epoch_fn(optimizer, donate=False)
+    vmapped = jax.jit(jax.vmap(epoch_fn, in_axes=(0, 0, 0, None, None, 0)), donate_argnums=(0, 1))
+    rl = put(np.full((m + pad,), np.nan, dtype), sharded)
+    losses, rls, metrics, seconds = [], [], [[] for _ in range(m)], []
+    for epoch in range(epochs):
+        orders = [epoch_order(k, epoch, n) for k in order_keys] + [epoch_order(order_keys[0], epoch, n)] * pad
+        batches = put(np.stack([batch_matrix(o, batchsize) for o in orders]), sharded)
+        t0 = time.perf_counter()
+        nets, opt_states, epoch_losses, epoch_rls = vmapped(nets, opt_states, rl, x, y, batches)
+        epoch_losses = np.asarray(multihost_utils.process_allgather(epoch_losses, tiled=True))
+        epoch_rls = np.asarray(multihost_utils.process_allgather(epoch_rls, tiled=True))
+        seconds.append(time.perf_counter() - t0)
+        rl = put(epoch_rls[:, -1], sharded)
+        losses.append(epoch_losses[:m])
+        rls.append(epoch_rls[:m])
+        local = jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), nets)
+        for i in range(m):
+            result = evaluate(jax.tree.map(jnp.asarray, _member(local, i)), x_test, dataset.test_labels)
+            metrics[i].append({"epoch": epoch + 1, "loss_mean": float(epoch_losses[i].mean()),
+                               "rL": float(epoch_rls[i, -1]), "test_error": result.error_rate,
+                               "n_misclassified": result.n_misclassified})
+        log(f"epoch {epoch + 1}/{epochs}: {m} nets in {seconds[-1]:.2f} s  test errors "
+            + " ".join(f"{mm[-1]['test_error']:.4f}" for mm in metrics))
+    local = jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), nets)
+    out = []
+    for i in range(m):
+        all_losses = np.concatenate([l[i] for l in losses])
+        rl_history = np.concatenate([all_losses[:1], *[r[i] for r in rls]])
+        out.append((jax.tree.map(jnp.asarray, _member(local, i)), all_losses, rl_history, metrics[i]))
+    return out, seconds
+
+
+def train(path, out, overrides=(), *, overwrite=False, log=print) -> list[dict]:
+    """Run a sweep config; writes members.csv, members.jsonl, loss_curves.png and nets/member-XXX.npz."""
+    base, values, configs = load(path, overrides)
+    out = Path(out)
+    if (out / "members.csv").exists() and not overwrite:
+        raise RunError(f"{out} already holds a sweep (members.csv); use --overwrite to replace it")
+    if base.train.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise RunError("train.dtype = float64 needs JAX's x64 mode: set JAX_ENABLE_X64=1")
+    dtype = jnp.float64 if base.train.dtype == "float64" else jnp.float32
+    dataset = load_data(base)
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(configs):
+        groups.setdefault(_signature(cfg), []).append(i)
+    log(f"sweep of {len(configs)} nets in {len(groups)} compiled group(s) on {jax.device_count()} device(s), "
+        f"{jax.process_count()} process(es)")
+    rows, results = [None] * len(configs), [None] * len(configs)
+    for indices in groups.values():
+        t0 = time.perf_counter()
+        trained, seconds = train_group([configs[i] for i in indices], dataset, dtype, log)
+        group_seconds = time.perf_counter() - t0
+        for i, result in zip(indices, trained):
+            results[i] = result
+            cfg = configs[i]
+            rows[i] = {"member": i, **values[i], "net": describe(cfg.model.layers),
+                       "test_error": result[3][-1]["test_error"], "n_misclassified": result[3][-1]["n_misclassified"],
+                       "final_rL": float(result[2][-1]), "epochs": cfg.train.numepochs,
+                       "group_size": len(indices), "group_seconds_per_epoch": float(np.median(seconds)),
+                       "group_seconds": round(group_seconds, 3)}
+    if jax.process_index() == 0:
+        for i, (net, losses, rl, metrics) in enumerate(results):
+            netfile.save(out / "nets" / f"member-{i:03d}.npz", net)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out / "members.csv", buffer.getvalue())
+        atomic_write_text(out / "members.jsonl", "".join(json.dumps({**r, "metrics": results[r["member"]][3]}) + "\n"
+                                                           for r in rows))
+        curves = {", ".join(f"{k.split('.')[-1]}={v}" for k, v in values[i].items()): results[i][2]
+                  for i in range(len(configs))}
+        plots.plot_curves(out / "loss_curves.png", curves, f"sweep {Path(path).name}: rL of each member")
+        atomic_write_bytes(out / "losses.npz", _npz({f"member-{i:03d}": r[1] for i, r in enumerate(results)}))
+    return rows
+
+
+def _npz(arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()

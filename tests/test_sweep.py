@@ -1,0 +1,124 @@
+"""Sweeps: every member equals its solo run; 2 devices and 2 processes give what 1 gives."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcnn import config, netfile, run, sweep
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP = """
+[train]
+batchsize = 25
+numepochs = 2
+dtype = "float64"
+
+[data]
+dataset = "fashion_mnist"
+n_train = 300
+n_test = 100
+
+[sweep.train]
+seed = [0, 1, 2]
+alpha = [1.0, 0.5]
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    (folder / "s.toml").write_text(SWEEP)
+    rows = sweep.train(folder / "s.toml", folder / "out", log=lambda *_: None)
+    return folder, rows
+
+
+def _nets(out):
+    return {p.name: netfile.net_arrays(netfile.load(p)) for p in sorted((out / "nets").glob("member-*.npz"))}
+
+
+def test_members_equal_solo_runs_in_float64(swept, tmp_path):
+    folder, rows = swept
+    _, values, configs = sweep.load(folder / "s.toml")
+    assert len(rows) == 6 and [r["train.seed"] for r in rows] == [0, 0, 1, 1, 2, 2]
+    for i in (0, 3, 5):
+        summary = run.train(configs[i], tmp_path / f"solo{i}", progress=False, log=lambda *_: None)
+        solo = netfile.net_arrays(netfile.load(tmp_path / f"solo{i}" / "net.npz"))
+        member = _nets(folder / "out")[f"member-{i:03d}.npz"]
+        for key in solo:
+            assert solo[key].dtype == np.float64
+            np.testing.assert_allclose(member[key], solo[key], rtol=1e-12, atol=1e-14)
+        assert rows[i]["test_error"] == summary["test_error"]
+
+
+def test_sweep_records(swept):
+    folder, rows = swept
+    out = folder / "out"
+    with open(out / "members.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["member"]) for r in table] == list(range(6))
+    assert {float(r["train.alpha"]) for r in table} == {1.0, 0.5}
+    assert all(0 <= float(r["test_error"]) <= 1 and r["group_size"] == "6" for r in table)
+    lines = [json.loads(line) for line in (out / "members.jsonl").read_text().splitlines()]
+    assert [len(line["metrics"]) for line in lines] == [2] * 6
+    assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "jaxcnn", "sweep", *map(str, args)], cwd=REPO,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1", **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _same(a, b):
+    assert a.keys() == b.keys() and a
+    for name in a:
+        for key in a[name]:
+            np.testing.assert_allclose(a[name][key], b[name][key], rtol=1e-12, atol=1e-14)
+
+
+def test_two_devices_give_what_one_gives(swept):
+    folder, _ = swept
+    proc = _cli(folder / "s.toml", "--out", folder / "two_devices",
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    _same(_nets(folder / "two_devices"), _nets(folder / "out"))
+
+
+def test_two_processes_give_what_one_gives(swept):
+    folder, _ = swept
+    address = f"127.0.0.1:{_free_port()}"
+    procs = [_cli(folder / "s.toml", "--out", folder / "two_processes", "--coordinator", address,
+                  "--num-processes", 2, "--process-id", i) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    _same(_nets(folder / "two_processes"), _nets(folder / "out"))
+
+
+def test_groups_and_refusals(tmp_path):
+    base, values, configs = sweep.load(REPO / "configs" / "sweep_alpha.toml")
+    assert len(configs) == 8 and len({sweep._signature(c) for c in configs}) == 2     # one group per batch size
+    assert {c.train.batchsize for c in configs} == {25, 100}
+    assert len(sweep.load(REPO / "configs" / "sweep_seeds.toml")[2]) == 8
+    (tmp_path / "d.toml").write_text("[sweep.data]\nn_train = [10, 20]\n")
+    with pytest.raises(config.ConfigError, match="the data cannot be swept"):
+        sweep.load(tmp_path / "d.toml")
+    (tmp_path / "n.toml").write_text("[train]\nalpha = 1.0\n")
+    with pytest.raises(config.ConfigError, match=r"needs a \[sweep.<section>\] table"):
+        sweep.load(tmp_path / "n.toml")
+    (tmp_path / "k.toml").write_text("[sweep.train]\nalpah = [1.0]\n")
+    with pytest.raises(config.ConfigError, match="unknown config key: train.alpah"):
+        sweep.load(tmp_path / "k.toml")
