@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import jax
+import jaxlib
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -127,7 +128,7 @@ def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epoch
         peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         device=str(jax.devices()[0].device_kind), platform=jax.devices()[0].platform,
         cpu_count=os.cpu_count(), machine=platform.machine(), processor=_processor(),
-        jax=jax.__version__, jaxlib=__import__("jaxlib").__version__,
+        jax=jax.__version__, jaxlib=jaxlib.__version__,
         xla_flags=os.environ.get("XLA_FLAGS", ""), python=platform.python_version())
     return result
 

@@ -12,20 +12,27 @@ import sys
 from pathlib import Path
 
 
-def _enable_x64_if_asked(argv) -> None:
-    """float64 runs need JAX's x64 switch before JAX creates any array."""
-    text = " ".join(argv)
-    if "dtype=float64" in text.replace(" ", "") or "--float64" in argv:
-        os.environ["JAX_ENABLE_X64"] = "1"
-        return
+def _wants_x64(argv) -> bool:
+    if "dtype=float64" in " ".join(argv).replace(" ", "").replace('"', "") or "--float64" in argv:
+        return True
     for arg in argv:
         if arg.endswith(".toml") and Path(arg).is_file():
             try:
                 import tomllib
                 if tomllib.loads(Path(arg).read_text()).get("train", {}).get("dtype") == "float64":
-                    os.environ["JAX_ENABLE_X64"] = "1"
+                    return True
             except (OSError, ValueError):
                 pass
+    return False
+
+
+def _enable_x64_if_asked(argv) -> None:
+    """float64 runs need JAX's x64 switch before JAX creates any array (importing jaxcnn creates none)."""
+    if _wants_x64(argv):
+        import jax
+
+        os.environ["JAX_ENABLE_X64"] = "1"
+        jax.config.update("jax_enable_x64", True)
 
 
 def build_parser() -> argparse.ArgumentParser:

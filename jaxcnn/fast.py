@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .layers import Conv, Pool
-from .model import HIGHEST, feature_vector, mean_pool, sigm
+from .model import HIGHEST, feature_vector, forward_nhwc, mean_pool, sigm
 
 
 def _dot(a, b):
@@ -35,15 +35,7 @@ def conv_im2col(a, kernel):
 
 def forward(params: dict, layers, x):
     """`model.forward_nhwc` in the im2col formulation: (N, H, W, C) -> outputs (N, classes)."""
-    a = x
-    conv = iter(params["conv"])
-    for layer in layers[1:]:
-        if isinstance(layer, Conv):
-            p = next(conv)
-            a = sigm(conv_im2col(a, p["k"]) + p["b"])
-        elif isinstance(layer, Pool):
-            a = mean_pool(a, layer.scale)
-    return sigm(_dot(feature_vector(a), params["ffW"].T) + params["ffb"])
+    return forward_nhwc(params, layers, x, conv_fn=conv_im2col)
 
 
 def _expand(d, scale: int):

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 import jax
+import jaxlib
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -219,7 +220,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         "compile_seconds": round(compile_seconds, 3), "compiled_programs": len(compiled),
         "confusion": result.confusion.tolist(), "dtype": np.dtype(dtype).name,
         "net": describe(net.layers), "n_params": count_params(net), "dataset": dataset.name,
-        "data_source": dataset.source, "jax": jax.__version__, "jaxlib": __import__("jaxlib").__version__,
+        "data_source": dataset.source, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "python": platform.python_version(),
     }

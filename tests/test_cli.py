@@ -85,3 +85,11 @@ def test_one_epoch_of_fashion_mnist_reaches_the_toolbox_error(tmp_path):
     assert summary["epochs"] == 1 and summary["n_train"] == 60000 and summary["n_test"] == 10000
     assert summary["dtype"] == "float32"
     assert summary["test_error"] <= 0.30                        # measured: 0.2850
+
+
+def test_float64_from_the_command_line_is_float64(tmp_path):
+    result = jaxcnn("train", "configs/fashion_mnist.toml", "--set", 'train.dtype="float64"', "--set", "data.n_train=100",
+                    "--set", "data.n_test=50", "--out", tmp_path / "f64", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "f64" / "summary.json").read_text())["dtype"] == "float64"
+    assert netfile.net_arrays(netfile.load(tmp_path / "f64" / "net.npz"))["ffW"].dtype == np.float64

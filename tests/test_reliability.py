@@ -2,6 +2,8 @@
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import checkpoint, cli, config, netfile, run
+from jaxcnn.fileio import load_npz
 from tests.test_data import make_folder, serve, write_idx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +57,7 @@ def _record(out: Path) -> dict:
     metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
                for line in (out / "metrics.jsonl").read_text().splitlines()]
     summary = {k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in TIMING}
-    arrays, _ = __import__("jaxcnn").fileio.load_npz(checkpoint.list_checkpoints(out)[-1])
+    arrays, _ = load_npz(checkpoint.list_checkpoints(out)[-1])
     return {"net": netfile.net_arrays(netfile.load(out / "net.npz")), "metrics": metrics, "summary": summary,
             "losses": arrays["losses"], "rl": arrays["rl"]}
 
@@ -130,11 +133,11 @@ def test_divergence_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoi
     job = Job(out, "--set", "train.optimizer=\"adam\"", "--set", "train.alpha=1e38", "--set", "checkpoint.every_steps=2")
     assert job.wait() == 3
     err = job.output
-    match = __import__("re").search(r"non-finite loss \(nan\) at epoch 1, step (\d+);", err)
+    match = re.search(r"non-finite loss \(nan\) at epoch 1, step (\d+);", err)
     assert match and "Traceback" not in err and "last good checkpoint is kept" in err, err
     kept = checkpoint.list_checkpoints(out)
     assert kept, "no checkpoint before the divergence"
-    arrays, meta = __import__("jaxcnn").fileio.load_npz(kept[-1])
+    arrays, meta = load_npz(kept[-1])
     assert meta["step"] < int(match.group(1)) <= meta["step"] + 2       # diverged in the chunk after it
     assert meta["epoch"] == 0 and np.isfinite(arrays["losses"]).all() and arrays["losses"].size == meta["step"]
     assert not (out / "summary.json").exists() and not (out / "net.npz").exists()
@@ -240,7 +243,7 @@ def test_mat_files_without_the_variable_or_struct(tmp_path, capsys):
 
 def test_a_checkpoint_from_another_architecture_is_refused(earlier_run, tmp_path, capsys):
     out = tmp_path / "copy"
-    __import__("shutil").copytree(earlier_run, out)
+    shutil.copytree(earlier_run, out)
     before = _digest(out)
     code = cli.main(["train", "configs/fashion_mnist.toml", "--set", "data.n_train=100", "--set", "data.n_test=50",
                      "--set", "train.batchsize=50", "--set",

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcnn import EXAMPLE_LAYERS, evaluate, init_net, loss_and_grad, smoothed_loss, train_epoch
+from jaxcnn import EXAMPLE_LAYERS, evaluate, init_net, loss_and_grad, predict, smoothed_loss, train_epoch
 from jaxcnn import train as train_mod
 from jaxcnn.data import one_hot, to_float
 from jaxcnn.layers import Conv, Input, Pool
@@ -115,7 +115,7 @@ def test_a_second_epoch_does_not_recompile():
 def test_evaluate_is_cnntest():
     net = init_net(jax.random.key(0), SMALL, (10, 10), 4)
     x, _ = _data(n=30)
-    predicted = np.asarray(jnp.argmax(jax.jit(lambda n, i: __import__("jaxcnn").predict(n, i))(net, x), axis=1))
+    predicted = np.asarray(jnp.argmax(predict(net, x), axis=1))
     labels = predicted.copy()
     labels[[3, 7, 11]] = (labels[[3, 7, 11]] + 1) % 4
     result = evaluate(net, x, labels)

@@ -1,8 +1,10 @@
 """The four groups of `jaxcnn verify`, as tests, plus derivations that are wrong on purpose."""
+import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from jaxcnn import EXAMPLE_LAYERS, init_net
 from verification import backprop as bp
 from verification import checks
 
@@ -54,9 +56,6 @@ def test_a_wrong_derivation_is_caught(monkeypatch, mistake):
         monkeypatch.setattr(bp, "rot180", lambda x: np.asarray(x))
     else:
         monkeypatch.setattr(bp, "_through_pool", lambda d_next, scale: [bp.expand(d, [scale, scale, 1]) for d in d_next])
-    net, images, targets = checks.random_case(11)
-    from jaxcnn import EXAMPLE_LAYERS, init_net
-    import jax
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10)
     rng = np.random.default_rng(0)
     rows = checks.check_manual_vs_autodiff(net, rng.random((4, 28, 28)), np.eye(10)[[1, 2, 3, 4]], mistake)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
-from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool
+from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
 from verification import backprop as bp
 
@@ -132,7 +132,6 @@ def check_autodiff(seeds=range(8)) -> list[Row]:
     rows = check_manual_vs_autodiff(net, images, targets, "6c-2s-12c-2s")
     for seed in seeds:
         net, images, targets = random_case(seed)
-        from jaxcnn.layers import describe
         rows += check_manual_vs_autodiff(net, images, targets,
                                          f"random #{seed} {describe(net.layers)} {net.input_shape}")
     return rows
