@@ -157,7 +157,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     epoch_fn = make_epoch_fn(optimizer, progress=show if progress else None)
     compiled, compile_seconds = {}, 0.0
     chunk = cfg.checkpoint.every_steps or steps
-    seconds = []
+    seconds, result = [], None
     log(f"{describe(net.layers)} net ({count_params(net):,} parameters), {dataset.name}: {n} training / "
         f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
         f"{jax.devices()[0].platform}")
@@ -206,7 +206,8 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
             f"{seconds[-1]:.1f} s")
     bar.close()
 
-    result = evaluate(state.net, x_test, dataset.test_labels)
+    if result is None:                                   # resumed after the last epoch: nothing was evaluated
+        result = evaluate(state.net, x_test, dataset.test_labels)
     netfile.save(out / "net.npz", state.net)
     plots.plot_loss(out / "loss.png", state.rl, steps, f"{describe(net.layers)} on {dataset.name}: rL")
     names = data_mod.CLASS_NAMES.get(dataset.name, [str(c) for c in range(dataset.n_classes)])
