@@ -82,12 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mat")
     p.add_argument("out")
     p.add_argument("--var", default="cnn")
+    p.add_argument("--input-shape", metavar="H,W[,C]", type=_shape,
+                   help="image size (the struct does not record it; default: the square size that fits ffW)")
 
     p = sub.add_parser("export-mat", help="net.npz -> toolbox cnn struct (.mat) for cnnff/cnntest")
     p.add_argument("net")
     p.add_argument("out")
     p.add_argument("--var", default="cnn")
     return parser
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W or H,W,C, got {text!r}") from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected H,W or H,W,C of positive sizes, got {text!r}")
+    return shape
 
 
 def _train(args) -> int:
@@ -164,7 +176,7 @@ def _bench(args) -> int:
 def _import_mat(args) -> int:
     from . import netfile, toolbox
 
-    net = toolbox.load_net(args.mat, var=args.var)
+    net = toolbox.load_net(args.mat, var=args.var, input_shape=args.input_shape)
     netfile.save(args.out, net)
     print(f"wrote {args.out}")
     return 0

@@ -56,3 +56,15 @@ def test_bad_mat_files_are_named(tmp_path, golden):
         toolbox.load_net(tmp_path / "b.mat")
     with pytest.raises(ValueError, match="no such file"):
         toolbox.load_net(tmp_path / "missing.mat")
+
+
+def test_import_mat_of_a_non_square_net_needs_its_shape(tmp_path, capsys):
+    from jaxcnn import cli, netfile
+    net = init_net(jax.random.key(1), (Input(), Conv(2, 3), Pool(2)), (10, 6), 3)
+    toolbox.save_net(tmp_path / "n.mat", net)
+    assert cli.main(["import-mat", str(tmp_path / "n.mat"), str(tmp_path / "n.npz")]) == 2
+    assert "cannot infer the input size" in capsys.readouterr().err
+    assert cli.main(["import-mat", str(tmp_path / "n.mat"), str(tmp_path / "n.npz"), "--input-shape", "10,6"]) == 0
+    back = netfile.load(tmp_path / "n.npz")
+    assert back.input_shape == (10, 6, 1)
+    np.testing.assert_array_equal(back.params["ffW"], net.params["ffW"])
