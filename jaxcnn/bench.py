@@ -27,7 +27,8 @@ from jax import lax
 from . import config as config_mod, data as data_mod, model
 from .layers import Conv, Pool, describe
 from .model import sigm
-from .train import batch_matrix, evaluate, init_opt_state, make_epoch_fn, make_optimizer
+from .run import epoch_order, initial_state, prepare_arrays
+from .train import batch_matrix, evaluate, init_opt_state, make_epoch_fn
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.toml"
 
@@ -63,8 +64,7 @@ def _time_epochs(epoch_fn, net, opt_state, x, y, order_key, n, batchsize, epochs
     compile_seconds = time.perf_counter() - t0
     seconds = []
     for epoch in range(epochs + 1):
-        order = np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), n))
-        batches = jnp.asarray(batch_matrix(order, batchsize))
+        batches = jnp.asarray(batch_matrix(epoch_order(order_key, epoch, n), batchsize))
         t0 = time.perf_counter()
         net, opt_state, losses, _ = compiled(net, opt_state, rl, x, y, batches)
         losses.block_until_ready()
@@ -90,19 +90,12 @@ def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epoch
     cfg = config_mod.load(config_path or DEFAULT_CONFIG)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dataset, source = _load(cfg)
-    images = dataset.train_images if dataset.train_images.ndim == 4 else dataset.train_images[..., None]
-    x = jnp.asarray(data_mod.to_float(images, dtype))
-    y = jnp.asarray(data_mod.one_hot(dataset.train_labels, dataset.n_classes, dtype))
-    test = dataset.test_images if dataset.test_images.ndim == 4 else dataset.test_images[..., None]
-    x_test = jnp.asarray(data_mod.to_float(test, dtype))
+    x, y, x_test = prepare_arrays(dataset, dtype)
     n, batchsize = x.shape[0], cfg.train.batchsize
-    key = jax.random.key(cfg.train.seed)
-    net = model.init_net(key, cfg.model.layers, images.shape[1:], dataset.n_classes, dtype)
-    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum)
+    net, optimizer, opt_state, order_key = initial_state(cfg, x.shape[1:], dataset.n_classes, n // batchsize, dtype)
 
     trained, compile_seconds, seconds = _time_epochs(
-        make_epoch_fn(optimizer, donate=False), net, init_opt_state(optimizer, net), x, y, key, n, batchsize, epochs,
-        dtype)
+        make_epoch_fn(optimizer, donate=False), net, opt_state, x, y, order_key, n, batchsize, epochs, dtype)
     evaluate(trained, x_test, dataset.test_labels)                         # compile the evaluation
     eval_seconds = []
     for _ in range(5):
@@ -120,7 +113,7 @@ def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epoch
     if baseline:
         _, base_compile, base_seconds = _time_epochs(
             make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad), net, init_opt_state(optimizer, net),
-            x, y, key, n, batchsize, baseline_epochs, dtype)
+            x, y, order_key, n, batchsize, baseline_epochs, dtype)
         result.update(baseline_seconds_per_epoch=statistics.median(base_seconds),
                       baseline_compile_seconds=base_compile,
                       speedup_vs_baseline=statistics.median(base_seconds) / result["seconds_per_epoch"])

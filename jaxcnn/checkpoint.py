@@ -26,6 +26,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the run."""
 
 
+class ArchitectureMismatch(CheckpointError):
+    """A readable checkpoint of another architecture or optimizer: resuming from an older one will not help."""
+
+
 @dataclasses.dataclass
 class TrainState:
     """The whole state of a run between two compiled chunks of work."""
@@ -72,13 +76,13 @@ def _restore_leaves(template, arrays, prefix, path):
     leaves, treedef = jax.tree.flatten(template)
     stored = sorted((k for k in arrays if k.startswith(prefix + "/")), key=lambda k: int(k.split("/")[1]))
     if len(stored) != len(leaves):
-        raise CheckpointError(f"{path}: checkpoint from another architecture or optimizer: "
+        raise ArchitectureMismatch(f"{path}: checkpoint from another architecture or optimizer: "
                               f"{len(stored)} {prefix} arrays, this run has {len(leaves)}")
     restored = []
     for key, leaf in zip(stored, leaves):
         value = arrays[key]
         if value.shape != leaf.shape or value.dtype != leaf.dtype:
-            raise CheckpointError(f"{path}: checkpoint from another architecture: {key} is {value.dtype}"
+            raise ArchitectureMismatch(f"{path}: checkpoint from another architecture: {key} is {value.dtype}"
                                   f"{list(value.shape)}, this run needs {leaf.dtype}{list(leaf.shape)}")
         restored.append(jnp.asarray(value))
     return jax.tree.unflatten(treedef, restored)

@@ -146,12 +146,12 @@ def _load_any_net(path):
 
 def _eval(args) -> int:
     from . import data as data_mod
+    from .run import with_channels
     from .train import evaluate
 
     net = _load_any_net(args.net)
     dataset = data_mod.load_dataset(args.dataset, args.data).subset(None, args.n_test or None)
-    images = dataset.test_images if dataset.test_images.ndim == 4 else dataset.test_images[..., None]
-    result = evaluate(net, data_mod.to_float(images, net.dtype), dataset.test_labels)
+    result = evaluate(net, data_mod.to_float(with_channels(dataset.test_images), net.dtype), dataset.test_labels)
     if args.json:
         print(json.dumps({"test_error": result.error_rate, "n_misclassified": result.n_misclassified,
                           "n_test": len(dataset.test_labels), "confusion": result.confusion.tolist()}))

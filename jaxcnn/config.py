@@ -136,8 +136,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load(path, overrides: list[str] = ()) -> Config:
-    """Read a TOML config file and apply `--set section.key=value` overrides."""
+def read_raw(path, overrides: list[str] = ()) -> dict[str, Any]:
+    """A TOML config file as nested dicts, with `--set section.key=value` overrides applied (not yet checked)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -148,7 +148,12 @@ def load(path, overrides: list[str] = ()) -> Config:
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})[key] = value
-    return from_dict(raw)
+    return raw
+
+
+def load(path, overrides: list[str] = ()) -> Config:
+    """Read a TOML config file and apply `--set section.key=value` overrides."""
+    return from_dict(read_raw(path, overrides))
 
 
 def dumps(config: Config) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint, config as config_mod, data as data_mod, netfile, plots
-from .checkpoint import CheckpointError, TrainState
+from .checkpoint import ArchitectureMismatch, CheckpointError, TrainState
 from .fileio import atomic_write_text
 from .layers import describe
 from .model import count_params, init_net
@@ -70,15 +70,16 @@ def load_data(cfg):
     return dataset.subset(cfg.data.n_train or None, cfg.data.n_test or None)
 
 
-def _with_channels(images):
+def with_channels(images):
+    """(N, H, W) -> (N, H, W, 1); (N, H, W, C) unchanged."""
     return images if images.ndim == 4 else images[..., None]
 
 
 def prepare_arrays(dataset, dtype):
     """Training images/targets and test images as device arrays: (N, H, W, C) floats in [0, 1], one-hot targets."""
-    x = jnp.asarray(data_mod.to_float(_with_channels(dataset.train_images), dtype))
+    x = jnp.asarray(data_mod.to_float(with_channels(dataset.train_images), dtype))
     y = jnp.asarray(data_mod.one_hot(dataset.train_labels, dataset.n_classes, dtype))
-    x_test = jnp.asarray(data_mod.to_float(_with_channels(dataset.test_images), dtype))
+    x_test = jnp.asarray(data_mod.to_float(with_channels(dataset.test_images), dtype))
     return x, y, x_test
 
 
@@ -103,9 +104,9 @@ def _latest_state(out, net, opt_state, log):
     for path in reversed(checkpoint.list_checkpoints(out)):
         try:
             return checkpoint.load(path, net, opt_state), path
+        except ArchitectureMismatch:
+            raise
         except CheckpointError as err:
-            if "another architecture" in str(err):
-                raise
             errors.append(str(err))
             log(f"skipping {path.name}: {err}")
     raise CheckpointError("no loadable checkpoint: " + "; ".join(errors))

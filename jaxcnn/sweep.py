@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import time
-import tomllib
 from pathlib import Path
 
 import jax
@@ -34,20 +33,11 @@ VMAPPABLE = {"train.seed", "train.alpha", "train.momentum"}
 
 def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config_mod.Config]]:
     """(base config, the swept values of each member, each member's config)."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise config_mod.ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise config_mod.ConfigError(f"{path}: not valid TOML ({err})") from None
+    raw = config_mod.read_raw(path, overrides)
     table = raw.pop("sweep", None)
     if not isinstance(table, dict) or not table:
         raise config_mod.ConfigError(f"{path}: a sweep needs a [sweep.<section>] table of lists, e.g. "
                                      f"[sweep.train] seed = [0, 1, 2]")
-    for text in overrides:
-        section, key, value = config_mod.parse_override(text)
-        raw.setdefault(section, {})[key] = value
     base = config_mod.from_dict(raw)
     axes = []
     for section, body in table.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcnn import checkpoint, cli, config, netfile, run
+from jaxcnn import checkpoint, cli, config, netfile
 from jaxcnn.fileio import load_npz
 from tests.test_data import make_folder, serve, write_idx
 
