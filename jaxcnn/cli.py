@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sweep", help="train many nets at once from a sweep config (vmap, sharded across devices)")
+    p = sub.add_parser("sweep", help="train many nets at once from a sweep config (one program, sharded across devices)")
     p.add_argument("config", help="configs/sweep_*.toml")
+    p.add_argument("--batching", choices=["side-by-side", "vmap"], default="side-by-side",
+                   help="how a device's members share its program: independent scans (default, faster on CPU) or jax.vmap")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override the base config")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--overwrite", action="store_true")
@@ -130,7 +132,7 @@ def _sweep(args) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")      # collectives between CPU processes
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    rows = sweep.train(args.config, out, args.set, overwrite=args.overwrite)
+    rows = sweep.train(args.config, out, args.set, overwrite=args.overwrite, batching=args.batching)
     for row in rows:
         swept = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
         print(f"member {row['member']:3d}  {swept:40s} test error {row['test_error']:.4f}")

@@ -47,7 +47,11 @@ def test_fast_gradient_equals_autodiff_on_drawn_stacks(seed):
     _check(*random_case(seed, batch=3))
 
 
-def test_patches_order_matches_the_kernel_layout():
-    a = jnp.arange(2 * 4 * 3 * 2.0).reshape(2, 4, 3, 2)
-    k = jnp.arange(2 * 2 * 2 * 3.0).reshape(2, 2, 2, 3)
-    np.testing.assert_array_equal(fast.conv_im2col(a, k), model.conv_valid(a, k))
+@pytest.mark.parametrize("sp, to_layout", [(fast.CNHW, (3, 0, 1, 2)), (fast.CHWN, (3, 1, 2, 0))])
+def test_patches_order_matches_the_kernel_layout(sp, to_layout):
+    a = jnp.arange(2 * 4 * 3 * 2.0).reshape(2, 4, 3, 2)                   # NHWC
+    k = jnp.arange(2 * 2 * 2 * 3.0).reshape(2, 2, 2, 3)                   # HWIO
+    maps = a.transpose(to_layout)
+    z = (k.reshape(-1, 3).T @ fast.patches(maps, 2, sp)).reshape(fast._out_shape(maps, 2, 3, sp))
+    back_to_nhwc = np.argsort(to_layout)
+    np.testing.assert_array_equal(z.transpose(back_to_nhwc), model.conv_valid(a, k))

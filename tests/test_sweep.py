@@ -97,6 +97,12 @@ def test_two_devices_give_what_one_gives(swept):
     _same(_nets(folder / "two_devices"), _nets(folder / "out"))
 
 
+def test_vmap_batching_gives_what_side_by_side_gives(swept):
+    folder, _ = swept
+    sweep.train(folder / "s.toml", folder / "vmapped", log=lambda *_: None, batching="vmap")
+    _same(_nets(folder / "vmapped"), _nets(folder / "out"))
+
+
 def test_two_processes_give_what_one_gives(swept):
     folder, _ = swept
     address = f"127.0.0.1:{_free_port()}"
