@@ -119,16 +119,14 @@ def feature_vector(a):
     return a.transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
 
 
-def forward_nhwc(params: dict, layers, x, conv_fn=conv_valid):
-    """`cnnff.m` on (N, H, W, C) inputs; returns the outputs `o` (N, classes).
-
-    `conv_fn(a, k)` is the 'valid' cross-correlation (`jaxcnn.fast` passes its im2col form)."""
+def forward_nhwc(params: dict, layers, x):
+    """`cnnff.m` on (N, H, W, C) inputs; returns the outputs `o` (N, classes)."""
     a = x
     conv = iter(params["conv"])
     for layer in layers[1:]:
         if isinstance(layer, Conv):
             p = next(conv)
-            a = sigm(conv_fn(a, p["k"]) + p["b"])              # (N, H-k+1, W-k+1, outputmaps)
+            a = sigm(conv_valid(a, p["k"]) + p["b"])              # (N, H-k+1, W-k+1, outputmaps)
         elif isinstance(layer, Pool):
             a = mean_pool(a, layer.scale)                       # (N, H/s, W/s, maps)
     fv = feature_vector(a)                                      # (N, fvnum)
@@ -138,7 +136,7 @@ def forward_nhwc(params: dict, layers, x, conv_fn=conv_valid):
 def predict(net: Net, images) -> jax.Array:
     """The network's outputs `o` for a batch of images: (N, classes), each in (0, 1).
 
-    Computed by `jaxcnn.fast.forward` (im2col; the same values as `forward_nhwc`, faster on CPU)."""
+    Computed by `jaxcnn.fast.forward` (im2col, channel-major; the same values as `forward_nhwc`, faster on CPU)."""
     return _predict(net, as_nhwc(net, images))
 
 
