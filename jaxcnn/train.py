@@ -95,6 +95,8 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
         t, x, y = xs
         if gather_per_step:
             x, y = images[x], targets[x]
+        else:
+            x = x.reshape(x.shape[:1] + images.shape[1:])
         loss, grads = grad_fn(net, x, y)
         updates, opt_state = optimizer.update(grads, opt_state, net)
         net = optax.apply_updates(net, updates)
@@ -109,8 +111,8 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
     if gather_per_step:
         inputs = (steps, batches, batches)
     else:
-        rows = images.reshape(images.shape[0], -1)[batches]
-        inputs = (steps, rows.reshape(batches.shape + images.shape[1:]), targets[batches])
+        # whole image rows: a gather of (N, H, W, C) picked a layout that then needed a second copy
+        inputs = (steps, images.reshape(images.shape[0], -1)[batches], targets[batches])
     (net, opt_state, rl), (losses, rls) = jax.lax.scan(step, (net, opt_state, rl), inputs)
     return net, opt_state, losses, rls
 
