@@ -10,8 +10,8 @@ Other differences (batch size, layer sizes, optimizer) form separate groups, run
 On each device, the members it holds train "side by side" by default: one independent epoch scan
 per member in the same program, which XLA runs concurrently. `batching="vmap"` batches them with
 `jax.vmap` instead. Measured on 2 CPU cores (8 seeds, one Fashion-MNIST epoch): side by side
-14.8-15.0 s, vmap 28.5 s, one net alone 2.0 s; vmap turns every product into a batched matmul,
-which XLA:CPU runs slower than the members' separate products.
+14.8-18.9 s, vmap 28.5-32.5 s, one net alone 2.0-2.6 s; vmap turns every product into a batched
+matmul, which XLA:CPU runs slower than the members' separate products.
 """
 from __future__ import annotations
 
