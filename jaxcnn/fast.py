@@ -16,8 +16,9 @@ Layouts were chosen by measurement (`jaxcnn bench`, XLA op profiles on 2 CPU cor
 - Patch rows are ordered (u, v, c), which is the HWIO kernel reshaped (k·k·C_in, C_out), so neither the
   forward product nor the kernel gradient needs a transpose; the kernel gradient is computed as
   patches @ dzᵀ (output k·k·C_in × C_out), the orientation in which the CPU GEMM is fastest here.
-Measured: 2-2.5x faster per epoch than the NHWC im2col version this replaces, 6-8x faster than
-autodiff through `lax.conv` (`jaxcnn bench`). Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
+Measured on 2 CPU cores: 2.15-2.9 s per epoch against 3.2-5 s for the NHWC im2col version this
+replaces, and 5.8-7.9x faster than autodiff through `lax.conv` in the same run (`jaxcnn bench`).
+Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 CNHW = (2, 3)      # positions of the spatial axes in (C, N, H, W)
 CHWN = (1, 2)      # ... and in (C, H, W, N)
+_TO_NCHW = {CNHW: (1, 0, 2, 3), CHWN: (3, 0, 1, 2)}    # the transpose from each layout to (N, C, H, W)
 
 
 def _dot(a, b):
@@ -88,7 +90,7 @@ def _col2im(d_patches, c_in: int, k: int, dz_shape):
 
 def _feature_vector(a, sp):
     """The toolbox's `fv` (N, C·h·w), map by map, each row-major."""
-    to_nchw = (3, 0, 1, 2) if sp == CHWN else (1, 0, 2, 3)
+    to_nchw = _TO_NCHW[sp]
     return a.transpose(to_nchw).reshape(a.shape[to_nchw[0]], -1)
 
 
@@ -132,7 +134,7 @@ def loss_and_grad(params: dict, layers, x, targets):
     grads = {"ffW": _dot(od.T, fv) / n, "ffb": jnp.sum(od, axis=0) / n}
     c, h, w = (last_shape[0], *(last_shape[i] for i in sp))
     d = _dot(od, params["ffW"]).reshape(n, c, h, w)            # fvd, back to maps
-    d = d.transpose(1, 2, 3, 0) if sp == CHWN else d.transpose(1, 0, 2, 3)
+    d = d.transpose(tuple(_TO_NCHW[sp].index(axis) for axis in range(4)))
     conv_grads = []
     for layer, layer_sp, cols, kernel_matrix, a, has_maps_before in reversed(cache):
         d = _to_layout(d, sp, layer_sp)

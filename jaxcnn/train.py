@@ -109,7 +109,7 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
 
     steps = jnp.arange(batches.shape[0])
     if gather_per_step:
-        inputs = (steps, batches, batches)
+        inputs = (steps, batches, None)                        # indices; the step gathers x and y
     else:
         # whole image rows: a gather of (N, H, W, C) picked a layout that then needed a second copy
         inputs = (steps, images.reshape(images.shape[0], -1)[batches], targets[batches])
