@@ -10,13 +10,11 @@ load at the time.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -26,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, fast, model
+from . import config as config_mod, data as data_mod, fast
 from .layers import Conv, Pool, describe
-from .model import sigm
+from .numerics import HIGHEST, mse_loss, sigm, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
-from .train import batch_matrix, evaluate, init_opt_state, make_epoch_fn
+from .train import batch_matrix, evaluate, make_epoch_fn
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.toml"
 
@@ -43,15 +41,15 @@ def baseline_loss(net, x, y):
         if isinstance(layer, Conv):
             p = next(conv)
             z = lax.conv_general_dilated(a, p["k"].transpose(3, 2, 0, 1), (1, 1), "VALID",
-                                         precision=model.HIGHEST)          # OIHW kernels
+                                         precision=HIGHEST)          # OIHW kernels
             a = sigm(z + p["b"][None, :, None, None])
         elif isinstance(layer, Pool):
             n, c, h, w = a.shape
             s = layer.scale
             a = a.reshape(n, c, h // s, s, w // s, s).mean(axis=(3, 5))
     fv = a.reshape(a.shape[0], -1)                                        # NCHW flatten = the toolbox's fv order
-    o = sigm(jnp.dot(fv, net.params["ffW"].T, precision=model.HIGHEST) + net.params["ffb"])
-    return model.mse_loss(o, y)
+    o = sigm(jnp.dot(fv, net.params["ffW"].T, precision=HIGHEST) + net.params["ffb"])
+    return mse_loss(o, y)
 
 
 _baseline_grad = jax.value_and_grad(baseline_loss)
@@ -88,9 +86,10 @@ def _load(cfg):
         return synthetic, "synthetic (the configured data could not be loaded)"
 
 
-def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epochs: int = 2) -> dict:
+def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epochs: int = 2,
+        float64: bool = False) -> dict:
     cfg = config_mod.load(config_path or DEFAULT_CONFIG)
-    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = use_dtype("float64" if float64 else cfg.train.dtype)
     dataset, source = _load(cfg)
     x, y, x_test = prepare_arrays(dataset, dtype)
     n, batchsize = x.shape[0], cfg.train.batchsize
@@ -115,7 +114,7 @@ def run(config_path=None, epochs: int = 3, baseline: bool = True, baseline_epoch
     if baseline:
         _, base_compile, base_seconds = _time_epochs(
             make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, compiler_options=None),
-            net, init_opt_state(optimizer, net),
+            net, opt_state,
             x, y, order_key, n, batchsize, baseline_epochs, dtype)
         result.update(baseline_seconds_per_epoch=statistics.median(base_seconds),
                       baseline_compile_seconds=base_compile,
@@ -159,20 +158,8 @@ def format_table(r: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True) -> int:
-    result = run(config_path, epochs=epochs, baseline=baseline)
+def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True,
+         float64: bool = False) -> int:
+    result = run(config_path, epochs=epochs, baseline=baseline, float64=float64)
     print(json.dumps(result) if as_json else format_table(result))
     return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--float64", action="store_true")
-    args = parser.parse_args()
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
-    sys.exit(main(args.config, args.epochs, args.json, not args.no_baseline))

@@ -2,9 +2,11 @@
 
 One file per checkpoint, `checkpoints/ckpt-E{epoch:04d}-S{step:06d}.npz` (epoch = whole epochs
 done, step = steps done inside the next one), written atomically (see `fileio`), the newest
-`keep` kept. Arrays: `params/i` and `opt/i` (the leaves of the net and optimizer state in
-pytree order), `key` (the run's PRNG key data), `losses` (every step so far), `rl` (the rL
-history). Metadata: the counters, the resolved config (TOML), the per-epoch metrics so far.
+`keep` kept. Arrays: one per leaf of the net and of the optimizer state, named by its tree path
+(`params.params['conv'][0]['k']`, `opt.inner_state[0].trace.params['ffW']`, ...), so a leaf can only
+load into the leaf of the same name; `key` (the key whose fold_in(epoch) orders each epoch),
+`losses` (every step so far), `rl` (the rL history). Metadata: the counters, the resolved config
+(TOML), the per-epoch metrics so far.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from .fileio import load_npz, save_npz
 
-FORMAT = "jaxcnn-checkpoint"
+FORMAT, VERSION = "jaxcnn-checkpoint", 2
 _NAME = re.compile(r"^ckpt-E(\d{4,})-S(\d{6,})\.npz$")
 
 
@@ -36,7 +38,7 @@ class TrainState:
 
     net: object
     opt_state: object
-    key: jax.Array
+    key: jax.Array              # orders the epochs: epoch e uses fold_in(key, e)
     epoch: int                  # whole epochs completed
     step: int                   # steps completed inside epoch `epoch` (0 at a boundary)
     losses: np.ndarray          # every step's loss so far
@@ -52,10 +54,9 @@ def directory(out) -> Path:
 def save(out, state: TrainState, keep: int) -> Path:
     folder = directory(out)
     path = folder / f"ckpt-E{state.epoch:04d}-S{state.step:06d}.npz"
-    arrays = {f"params/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.net))}
-    arrays.update({f"opt/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.opt_state))})
+    arrays = {**_named_leaves("params", state.net), **_named_leaves("opt", state.opt_state)}
     arrays.update(key=np.asarray(jax.random.key_data(state.key)), losses=state.losses, rl=state.rl)
-    meta = {"format": FORMAT, "version": 1, "epoch": state.epoch, "step": state.step,
+    meta = {"format": FORMAT, "version": VERSION, "epoch": state.epoch, "step": state.step,
             "metrics": state.metrics, "config": state.config_toml}
     save_npz(path, arrays, meta)
     for old in list_checkpoints(out)[:-keep]:
@@ -72,20 +73,29 @@ def list_checkpoints(out) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _named_leaves(prefix: str, tree) -> dict[str, np.ndarray]:
+    """The leaves of `tree`, each named `prefix` + its tree path."""
+    return {prefix + jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def _restore_leaves(template, arrays, prefix, path):
-    leaves, treedef = jax.tree.flatten(template)
-    stored = sorted((k for k in arrays if k.startswith(prefix + "/")), key=lambda k: int(k.split("/")[1]))
-    if len(stored) != len(leaves):
+    """`template` with every leaf replaced by the stored array of the same name, shape and dtype."""
+    names = list(_named_leaves(prefix, template))
+    stored = {k for k in arrays if k.startswith(prefix + ".") or k.startswith(prefix + "[")}
+    missing, extra = [n for n in names if n not in stored], sorted(stored - set(names))
+    if missing or extra:
         raise ArchitectureMismatch(f"{path}: checkpoint from another architecture or optimizer: "
-                              f"{len(stored)} {prefix} arrays, this run has {len(leaves)}")
+                                   + "; ".join(filter(None, [missing and f"no {', '.join(missing[:3])}",
+                                                             extra and f"unexpected {', '.join(extra[:3])}"])))
     restored = []
-    for key, leaf in zip(stored, leaves):
-        value = arrays[key]
+    for name, leaf in zip(names, jax.tree.leaves(template)):
+        value = arrays[name]
         if value.shape != leaf.shape or value.dtype != leaf.dtype:
-            raise ArchitectureMismatch(f"{path}: checkpoint from another architecture: {key} is {value.dtype}"
-                                  f"{list(value.shape)}, this run needs {leaf.dtype}{list(leaf.shape)}")
+            raise ArchitectureMismatch(f"{path}: checkpoint from another architecture: {name} is {value.dtype}"
+                                       f"{list(value.shape)}, this run needs {leaf.dtype}{list(leaf.shape)}")
         restored.append(jnp.asarray(value))
-    return jax.tree.unflatten(treedef, restored)
+    return jax.tree.unflatten(jax.tree.structure(template), restored)
 
 
 def load(path, net_template, opt_template) -> TrainState:
@@ -96,6 +106,9 @@ def load(path, net_template, opt_template) -> TrainState:
         raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a jaxcnn checkpoint")
+    if meta.get("version") != VERSION:
+        raise ArchitectureMismatch(f"{path}: checkpoint format version {meta.get('version')}, this jaxcnn reads "
+                                   f"version {VERSION} (start the run afresh)")
     return TrainState(
         net=_restore_leaves(net_template, arrays, "params", path),
         opt_state=_restore_leaves(opt_template, arrays, "opt", path),

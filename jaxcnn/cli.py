@@ -7,32 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-
-def _wants_x64(argv) -> bool:
-    if "dtype=float64" in " ".join(argv).replace(" ", "").replace('"', "") or "--float64" in argv:
-        return True
-    for arg in argv:
-        if arg.endswith(".toml") and Path(arg).is_file():
-            try:
-                import tomllib
-                if tomllib.loads(Path(arg).read_text()).get("train", {}).get("dtype") == "float64":
-                    return True
-            except (OSError, ValueError):
-                pass
-    return False
-
-
-def _enable_x64_if_asked(argv) -> None:
-    """float64 runs need JAX's x64 switch before JAX creates any array (importing jaxcnn creates none)."""
-    if _wants_x64(argv):
-        import jax
-
-        os.environ["JAX_ENABLE_X64"] = "1"
-        jax.config.update("jax_enable_x64", True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +148,8 @@ def _verify(args) -> int:
 def _bench(args) -> int:
     from . import bench
 
-    return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline)
+    return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline,
+                      float64=args.float64)
 
 
 def _import_mat(args) -> int:
@@ -198,7 +175,6 @@ COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _enable_x64_if_asked(argv)
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .run import TrainingDiverged

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .layers import EXAMPLE_LAYERS, Layer, layers_to_dicts, parse_layers
+from .optimizers import OPTIMIZERS, SCHEDULES, check_hyperparameters
 
 
 class ConfigError(ValueError):
@@ -25,7 +26,7 @@ class TrainConfig:
     numepochs: int = 1            # opts.numepochs
     seed: int = 0                 # PRNG seed for the initial weights and the epoch permutations
     optimizer: str = "sgd"        # sgd (= cnnapplygrads.m), momentum, adam
-    momentum: float = 0.0         # for sgd/momentum
+    momentum: float = 0.0         # sgd: any in [0, 1); momentum: > 0; adam: unused, must stay 0
     schedule: str = "constant"    # constant, cosine, exponential (decay over all steps)
     dtype: str = "float32"        # float32 or float64 (float64 turns on JAX's x64 mode)
 
@@ -59,7 +60,7 @@ class Config:
 
 _POSITIVE = {"train.batchsize", "train.numepochs", "checkpoint.keep"}
 _NON_NEGATIVE = {"train.seed", "train.momentum", "data.n_train", "data.n_test", "checkpoint.every_steps"}
-_CHOICES = {"train.optimizer": ("sgd", "momentum", "adam"), "train.schedule": ("constant", "cosine", "exponential"),
+_CHOICES = {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES,
             "train.dtype": ("float32", "float64"), "data.dataset": ("mnist", "fashion_mnist")}
 
 
@@ -109,7 +110,12 @@ def from_dict(raw: dict[str, Any]) -> Config:
             kind = fields[key]
             values[key] = _check_value(f"{section}.{key}", kind if kind in (int, float, str) else None, value)
         built[section] = cls(**values)
-    return Config(**built)
+    config = Config(**built)
+    try:
+        check_hyperparameters(config.train.optimizer, config.train.momentum)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return config
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -7,78 +7,119 @@ written out as `cnnbp.m` does it: `expand(d)/s²` back through pooling, `d·a(1�
 sigmoid, patches @ dzᵀ for the kernels, and the 'full' convolution with rot180(k) back to the
 previous maps as k @ dz followed by col2im (a sum of shifted slices).
 
-Layouts were chosen by measurement (`jaxcnn bench`, XLA op profiles on 2 CPU cores):
-- Maps are held channel-major. The first convolution reads the images as (C, N, H, W), which for
-  grey images is the gathered batch itself, with no transpose; its rows are 24 values wide, so the
-  patch copies are long runs.
-- Later layers hold maps as (C, H, W, N), batch innermost: their 8-12-wide rows would make short
-  copies, whereas with N innermost every patch slice and every col2im update moves runs of w·N values.
+Layouts (chosen by profiling; figures in docs/performance.md):
+- Maps are held channel-major. The first convolution reads the images as (C, N, H, W) (`CNHW`),
+  which for grey images is the gathered batch itself, with no transpose.
+- Later layers hold maps as (C, H, W, N) (`CHWN`), batch innermost, so every patch slice and every
+  col2im update moves runs of w·N contiguous values instead of short rows.
 - Patch rows are ordered (u, v, c), which is the HWIO kernel reshaped (k·k·C_in, C_out), so neither the
-  forward product nor the kernel gradient needs a transpose; the kernel gradient is computed as
-  patches @ dzᵀ (output k·k·C_in × C_out), the orientation in which the CPU GEMM is fastest here.
-Measured on 2 CPU cores: 2.15-2.9 s per epoch against 3.2-5 s for the NHWC im2col version this
-replaces, and 5.8-7.9x faster than autodiff through `lax.conv` in the same run (`jaxcnn bench`).
+  forward product nor the kernel gradient needs a transpose; the kernel gradient is patches @ dzᵀ.
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from .layers import Conv, Pool
-from .model import HIGHEST, sigm
+from .numerics import HIGHEST, check_targets, sigm
 
-# XLA:CPU hands small dots and reductions to YNNPACK by default; for these shapes its kernels were
-# slower than XLA's own (Eigen) ones (epoch 2.06 vs 2.72 s, same run), so the compiled training
-# and evaluation programs turn that off. The option only concerns the CPU backend.
+# XLA:CPU hands small dots and reductions to YNNPACK by default; for these shapes XLA's own (Eigen)
+# kernels were faster (docs/performance.md), so the compiled training and evaluation programs turn
+# it off. The option only concerns the CPU backend.
 XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
-CNHW = (2, 3)      # positions of the spatial axes in (C, N, H, W)
-CHWN = (1, 2)      # ... and in (C, H, W, N)
-_TO_NCHW = {CNHW: (1, 0, 2, 3), CHWN: (3, 0, 1, 2)}    # the transpose from each layout to (N, C, H, W)
+
+class Layout(NamedTuple):
+    """Where the axes of a stack of maps are: `spatial` = the (H, W) axes, `to_nchw` = the transpose to NCHW."""
+
+    name: str
+    spatial: tuple[int, int]
+    to_nchw: tuple[int, int, int, int]
+
+    def from_nchw(self) -> tuple[int, ...]:
+        return tuple(self.to_nchw.index(axis) for axis in range(4))
+
+    def batch_size(self, a) -> int:
+        return a.shape[self.to_nchw[0]]
+
+
+CNHW = Layout("CNHW", (2, 3), (1, 0, 2, 3))
+CHWN = Layout("CHWN", (1, 2), (3, 0, 1, 2))
+
+
+class ConvRecord(NamedTuple):
+    """What the delta rule needs from a 'c' layer's forward pass."""
+
+    layer: Conv
+    layout: Layout                   # of its input and output maps
+    patches: jax.Array               # (k·k·C_in, positions): im2col of the input maps
+    kernel_matrix: jax.Array         # (k·k·C_in, C_out): the HWIO kernel reshaped
+    a: jax.Array                     # σ(z), the output maps (C_out, ...) in `layout`
+    needs_input_delta: bool          # False for the first 'c' layer: nothing before it learns
+
+
+class PoolRecord(NamedTuple):
+    layer: Pool
+    layout: Layout
+
+
+class Forward(NamedTuple):
+    fv: jax.Array                    # (N, fvnum), the toolbox's feature vector
+    o: jax.Array                     # (N, classes), the outputs
+    records: tuple                   # one ConvRecord / PoolRecord per layer after the input
+    last_maps_shape: tuple[int, ...]  # shape of the last maps, in `last_layout`
+    last_layout: Layout
 
 
 def _dot(a, b):
     return jnp.matmul(a, b, precision=HIGHEST)
 
 
-def _to_layout(a, src, dst):
+def to_layout(a, src: Layout, dst: Layout):
     """Move maps between the two channel-major layouts."""
     if src == dst:
         return a
-    return a.transpose(0, 2, 3, 1) if src == CNHW else a.transpose(0, 3, 1, 2)
+    return a.transpose(tuple(src.to_nchw[axis] for axis in dst.from_nchw()))
 
 
-def patches(a, k: int, sp):
-    """im2col: maps with spatial axes `sp` -> (k·k·C, positions), rows ordered (u, v, c) like an HWIO
-    kernel, columns in the maps' own memory order of the output positions."""
+def patches(a, k: int, layout: Layout):
+    """im2col: maps -> (k·k·C, positions), rows ordered (u, v, c) like an HWIO kernel, columns in
+    the maps' own memory order of the output positions."""
+    sh, sw = layout.spatial
     c = a.shape[0]
-    h, w = a.shape[sp[0]] - k + 1, a.shape[sp[1]] - k + 1
-    shifted_cols = jnp.concatenate([lax.slice_in_dim(a, v, v + w, axis=sp[1]) for v in range(k)], axis=0)
-    rows = [lax.slice_in_dim(shifted_cols, u, u + h, axis=sp[0]) for u in range(k)]
-    return jnp.concatenate(rows, axis=0).reshape(k * k * c, -1)
+    h, w = a.shape[sh] - k + 1, a.shape[sw] - k + 1
+    shifted_cols = jnp.concatenate([lax.slice_in_dim(a, v, v + w, axis=sw) for v in range(k)], axis=0)  # (k·C, ...)
+    rows = [lax.slice_in_dim(shifted_cols, u, u + h, axis=sh) for u in range(k)]
+    return jnp.concatenate(rows, axis=0).reshape(k * k * c, -1)                       # (k·k·C, h·w·N)
 
 
-def _out_shape(a, k: int, c_out: int, sp):
-    return (c_out,) + tuple(a.shape[i] - k + 1 if i in sp else a.shape[i] for i in range(1, 4))
+def _conv_out_shape(a, k: int, c_out: int, layout: Layout) -> tuple[int, ...]:
+    return (c_out,) + tuple(a.shape[i] - k + 1 if i in layout.spatial else a.shape[i] for i in range(1, 4))
 
 
-def _pool(a, s: int, sp):
+def mean_pool(a, s: int, layout: Layout):
     """Mean over s×s blocks by reshape-and-mean, in either layout."""
+    sh, sw = layout.spatial
     shape = list(a.shape)
-    shape[sp[1]:sp[1] + 1] = [shape[sp[1]] // s, s]
-    shape[sp[0]:sp[0] + 1] = [shape[sp[0]] // s, s]
-    return a.reshape(shape).mean(axis=(sp[0] + 1, sp[1] + 2))
+    shape[sw:sw + 1] = [shape[sw] // s, s]
+    shape[sh:sh + 1] = [shape[sh] // s, s]
+    return a.reshape(shape).mean(axis=(sh + 1, sw + 2))
 
 
-def _expand(d, s: int, sp):
+def expand(d, s: int, layout: Layout):
     """`expand(d, [s s 1]) / s²`: each pooled delta spread evenly over its s×s block."""
-    return jnp.repeat(jnp.repeat(d, s, axis=sp[0]), s, axis=sp[1]) / (s * s)
+    sh, sw = layout.spatial
+    return jnp.repeat(jnp.repeat(d, s, axis=sh), s, axis=sw) / (s * s)
 
 
-def _col2im(d_patches, c_in: int, k: int, dz_shape):
-    """Sum the (k·k·C_in, h·w·N) patch deltas back onto (C_in, h+k−1, w+k−1, N) maps: together with
-    the product k @ dz this is `Σ_j convn(d_j, rot180(k_ij), 'full')`."""
+def col2im(d_patches, c_in: int, k: int, dz_shape, layout: Layout):
+    """Sum (k·k·C_in, h·w·N) patch deltas back onto (C_in, h+k−1, w+k−1, N) maps: together with the
+    product k @ dz this is `Σ_j convn(d_j, rot180(k_ij), 'full')`."""
+    assert layout == CHWN, "col2im reads patch columns in (h, w, N) order"
     _, h, w, n = dz_shape
     d_patches = d_patches.reshape(k, k, c_in, h, w, n)
     out = jnp.zeros((c_in, h + k - 1, w + k - 1, n), d_patches.dtype)
@@ -88,67 +129,70 @@ def _col2im(d_patches, c_in: int, k: int, dz_shape):
     return out
 
 
-def _feature_vector(a, sp):
+def feature_vector(a, layout: Layout):
     """The toolbox's `fv` (N, C·h·w), map by map, each row-major."""
-    to_nchw = _TO_NCHW[sp]
-    return a.transpose(to_nchw).reshape(a.shape[to_nchw[0]], -1)
+    return a.transpose(layout.to_nchw).reshape(layout.batch_size(a), -1)
 
 
-def _forward(params: dict, layers, x):
-    """`cnnff.m` on (N, H, W, C) images: returns (fv, outputs o, what the delta rule needs per layer)."""
-    a, sp = x.transpose(3, 0, 1, 2), CNHW
-    cache, convs_seen = [], 0
+def forward_records(params: dict, layers, x) -> Forward:
+    """`cnnff.m` on (N, H, W, C) images, keeping what the delta rule needs."""
+    a, layout = x.transpose(3, 0, 1, 2), CNHW                     # (C, N, H, W)
+    records, convs_seen = [], 0
     conv = iter(params["conv"])
     for layer in layers[1:]:
         if isinstance(layer, Conv):
             if convs_seen:
-                a, sp = _to_layout(a, sp, CHWN), CHWN
+                a, layout = to_layout(a, layout, CHWN), CHWN     # (C, H, W, N)
             p = next(conv)
             k, c_in = layer.kernelsize, a.shape[0]
-            w = p["k"].reshape(k * k * c_in, layer.outputmaps)
-            cols = patches(a, k, sp)
-            z = _dot(w.T, cols).reshape(_out_shape(a, k, layer.outputmaps, sp))
-            a = sigm(z + p["b"][:, None, None, None])
-            cache.append((layer, sp, cols, w, a, convs_seen > 0))
+            kernel_matrix = p["k"].reshape(k * k * c_in, layer.outputmaps)     # (k·k·C_in, C_out)
+            cols = patches(a, k, layout)                                        # (k·k·C_in, positions)
+            z = _dot(kernel_matrix.T, cols).reshape(_conv_out_shape(a, k, layer.outputmaps, layout))
+            a = sigm(z + p["b"][:, None, None, None])                           # (C_out, ...) in `layout`
+            records.append(ConvRecord(layer, layout, cols, kernel_matrix, a, convs_seen > 0))
             convs_seen += 1
         else:
-            a = _pool(a, layer.scale, sp)
-            cache.append((layer, sp, None, None, None, False))
-    fv = _feature_vector(a, sp)
-    o = sigm(_dot(fv, params["ffW"].T) + params["ffb"])
-    return fv, o, (cache, a.shape, sp)
+            a = mean_pool(a, layer.scale, layout)                               # (C, ..., H/s, W/s, ...)
+            records.append(PoolRecord(layer, layout))
+    fv = feature_vector(a, layout)                                              # (N, fvnum)
+    o = sigm(_dot(fv, params["ffW"].T) + params["ffb"])                         # (N, classes)
+    return Forward(fv, o, tuple(records), a.shape, layout)
 
 
 def forward(params: dict, layers, x):
     """`model.forward_nhwc` in this formulation: (N, H, W, C) -> outputs (N, classes)."""
-    return _forward(params, layers, x)[1]
+    return forward_records(params, layers, x).o
 
 
 def loss_and_grad(params: dict, layers, x, targets):
-    """(L, dL/dparams) for a batch by the delta rule; same values as `jax.value_and_grad(model.loss)`."""
+    """(L, dL/dparams) for a batch by the delta rule; same values as `jax.value_and_grad(model.loss)`.
+
+    `x` (N, H, W, C), `targets` (N, classes) one-hot, both in the params' dtype."""
     n = x.shape[0]
-    fv, o, (cache, last_shape, sp) = _forward(params, layers, x)
-    e = o - targets
+    fwd = forward_records(params, layers, x)
+    check_targets(fwd.o, targets)
+    e = fwd.o - targets
     loss = 0.5 * jnp.sum(e * e) / n
-    od = e * o * (1 - o)                                       # output delta
-    grads = {"ffW": _dot(od.T, fv) / n, "ffb": jnp.sum(od, axis=0) / n}
-    c, h, w = (last_shape[0], *(last_shape[i] for i in sp))
-    d = _dot(od, params["ffW"]).reshape(n, c, h, w)            # fvd, back to maps
-    d = d.transpose(tuple(_TO_NCHW[sp].index(axis) for axis in range(4)))
+    od = e * fwd.o * (1 - fwd.o)                                   # output delta (N, classes)
+    grads = {"ffW": _dot(od.T, fwd.fv) / n, "ffb": jnp.sum(od, axis=0) / n}
+    layout = fwd.last_layout
+    d = _dot(od, params["ffW"])                                    # fvd (N, fvnum)
+    nchw = tuple(fwd.last_maps_shape[axis] for axis in layout.to_nchw)
+    d = d.reshape(nchw).transpose(layout.from_nchw())              # back to the last maps, in their layout
     conv_grads = []
-    for layer, layer_sp, cols, kernel_matrix, a, has_maps_before in reversed(cache):
-        d = _to_layout(d, sp, layer_sp)
-        sp = layer_sp
-        if isinstance(layer, Pool):
-            d = _expand(d, layer.scale, sp)
+    for record in reversed(fwd.records):
+        d, layout = to_layout(d, layout, record.layout), record.layout
+        if isinstance(record, PoolRecord):
+            d = expand(d, record.layer.scale, layout)
             continue
-        dz = d * a * (1 - a)
-        dz_matrix = dz.reshape(layer.outputmaps, -1)
+        layer = record.layer
+        dz = d * record.a * (1 - record.a)                         # δ = d·a(1−a), (C_out, ...)
+        dz_matrix = dz.reshape(layer.outputmaps, -1)               # (C_out, positions)
         k = layer.kernelsize
-        c_in = kernel_matrix.shape[0] // (k * k)
-        conv_grads.append({"k": (_dot(cols, dz_matrix.T) / n).reshape(k, k, c_in, layer.outputmaps),
+        c_in = record.kernel_matrix.shape[0] // (k * k)
+        conv_grads.append({"k": (_dot(record.patches, dz_matrix.T) / n).reshape(k, k, c_in, layer.outputmaps),
                            "b": jnp.sum(dz_matrix, axis=1) / n})
-        if has_maps_before:                                    # no delta is needed for the input images
-            d = _col2im(_dot(kernel_matrix, dz_matrix), c_in, k, dz.shape)
+        if record.needs_input_delta:
+            d = col2im(_dot(record.kernel_matrix, dz_matrix), c_in, k, dz.shape, layout)   # (C_in, H, W, N)
     grads["conv"] = conv_grads[::-1]
     return loss, grads

@@ -3,7 +3,9 @@
 Entries: `conv{i}.k` (kh, kw, C_in, C_out) and `conv{i}.b` (C_out,) for the i-th 'c' layer
 (1-based), `ffW` (classes, fvnum), `ffb` (classes,), and `__meta__`, a JSON string with
 {"format": "jaxcnn-net", "version": 1, "layers": [...toolbox tables...], "input_shape": [H, W, C],
-"n_classes": K}. Conventions are those of `jaxcnn.model` (natural orientation, cross-correlation).
+"n_classes": K, "dtype": "float32" | "float64"}. Conventions are those of `jaxcnn.net` (natural
+orientation, cross-correlation). A net loads in the dtype it was saved in (a float64 net turns on
+JAX's x64 mode through `numerics.use_dtype`), so its values survive every command bit for bit.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import numpy as np
 
 from .fileio import load_npz, save_npz
 from .layers import layer_shapes, layers_to_dicts, parse_layers
-from .model import Net, float_dtype
+from .net import Net
+from .numerics import use_dtype
 
 FORMAT, VERSION = "jaxcnn-net", 1
 
@@ -27,7 +30,7 @@ def net_arrays(net: Net) -> dict[str, np.ndarray]:
 
 def net_meta(net: Net) -> dict:
     return {"format": FORMAT, "version": VERSION, "layers": layers_to_dicts(net.layers),
-            "input_shape": list(net.input_shape), "n_classes": net.n_classes}
+            "input_shape": list(net.input_shape), "n_classes": net.n_classes, "dtype": np.dtype(net.dtype).name}
 
 
 def save(path, net: Net) -> None:
@@ -41,7 +44,7 @@ def from_arrays(arrays: dict, meta: dict, where="net") -> Net:
     layers = parse_layers(meta["layers"])
     input_shape = tuple(meta["input_shape"])
     shapes = layer_shapes(layers, input_shape)
-    dtype = float_dtype()
+    dtype = use_dtype(meta.get("dtype") or (arrays["ffW"].dtype if "ffW" in arrays else "float32"))
     conv, n = [], 0
     for layer, (_, _, c_in), (_, _, c_out) in zip(layers[1:], shapes[:-1], shapes[1:]):
         if layer.type == "c":

@@ -24,8 +24,10 @@ from . import checkpoint, config as config_mod, data as data_mod, netfile, plots
 from .checkpoint import ArchitectureMismatch, CheckpointError, TrainState
 from .fileio import atomic_write_text
 from .layers import describe
-from .model import count_params, init_net
-from .train import batch_matrix, evaluate, init_opt_state, make_epoch_fn, make_optimizer
+from .net import count_params, init_net
+from .numerics import use_dtype
+from .optimizers import OptimizerSpec, init_state, spec_for
+from .train import batch_matrix, evaluate, make_epoch_fn
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "net.npz", "loss.png", "misclassified.png")
 
@@ -36,15 +38,6 @@ class RunError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss; the last good checkpoint is left in place."""
-
-
-def _dtype(cfg):
-    if cfg.train.dtype == "float64":
-        if not jax.config.jax_enable_x64:
-            raise RunError("train.dtype = float64 needs JAX's x64 mode: set JAX_ENABLE_X64=1 "
-                           "(the jaxcnn command does this for you)")
-        return jnp.float64
-    return jnp.float32
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -83,14 +76,18 @@ def prepare_arrays(dataset, dtype):
     return x, y, x_test
 
 
+def optimizer_spec(cfg, steps: int) -> OptimizerSpec:
+    """The static part of the run's optimizer; a decaying schedule runs over all `numepochs · steps` steps."""
+    return spec_for(cfg.train.optimizer, cfg.train.schedule, cfg.train.numepochs * steps)
+
+
 def initial_state(cfg, image_shape, n_classes, steps, dtype):
     """(net, optimizer, opt_state, order_key) of a run: the seed's key split into the initial weights'
-    key and the key whose fold_in(epoch) orders each epoch."""
+    key and the key whose fold_in(epoch) orders each epoch. alpha and momentum are data in opt_state."""
     init_key, order_key = jax.random.split(jax.random.key(cfg.train.seed))
     net = init_net(init_key, cfg.model.layers, image_shape, n_classes, dtype)
-    optimizer = make_optimizer(cfg.train.optimizer, cfg.train.alpha, cfg.train.momentum,
-                               cfg.train.schedule, cfg.train.numepochs * steps)
-    return net, optimizer, init_opt_state(optimizer, net), order_key
+    spec = optimizer_spec(cfg, steps)
+    return net, spec.transformation(), init_state(spec, net, cfg.train.alpha, cfg.train.momentum), order_key
 
 
 def epoch_order(order_key, epoch: int, n: int) -> np.ndarray:
@@ -119,7 +116,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     TrainingDiverged when a loss turns non-finite.
     """
     out = Path(out)
-    dtype = _dtype(cfg)
+    dtype = use_dtype(cfg.train.dtype)
     _check_out(out, resume, overwrite)
     config_toml = config_mod.dumps(cfg)
     if resume:
@@ -137,14 +134,15 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     x, y, x_test = prepare_arrays(dataset, dtype)
     steps = n // batchsize
     net, optimizer, opt_state, order_key = initial_state(cfg, x.shape[1:], dataset.n_classes, steps, dtype)
-    state = TrainState(net, opt_state, jax.random.key(cfg.train.seed), 0, 0, np.zeros(0, dtype), np.zeros(0, dtype),
-                       [], config_toml)
+    state = TrainState(net, opt_state, order_key, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [], config_toml)
     if resume:
         fresh_opt_state = state.opt_state
         state, path = _latest_state(out, state.net, state.opt_state, log)
         state.config_toml = config_toml
-        # hyperparameters come from the config (they differ only under --force), the rest from the checkpoint
+        # hyperparameters come from the config (they differ only under --force), the rest from the checkpoint;
+        # the epochs' orders keep coming from the run's own key
         state.opt_state.hyperparams.update(fresh_opt_state.hyperparams)
+        order_key = state.key
         log(f"resuming from {path.name}: epoch {state.epoch + 1}, step {state.step}")
     atomic_write_text(out / "config.toml", config_toml)
 

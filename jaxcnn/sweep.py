@@ -1,17 +1,16 @@
 """Sweeps: many independent nets trained at once, each exactly as `jaxcnn train` would train it alone.
 
 A sweep config is a normal config plus a `[sweep.<section>]` table of lists; members are the
-Cartesian product. Members that differ only in `train.seed`, `train.alpha` or `train.momentum`
-share array shapes, so one compiled program trains them all: their parameters are stacked on a
-leading model axis, which is sharded across every device (`shard_map` over a 1-D mesh), and across
-processes and hosts when JAX's multi-process runtime is initialised (`jax.distributed.initialize`).
-Other differences (batch size, layer sizes, optimizer) form separate groups, run one after another.
+Cartesian product. Members whose programs are the same (`program_key`: the same net and optimizer
+state structure, shapes and dtypes, the same optimizer spec, batch shape and epoch count) train in
+one compiled program, each with its own data (initial weights, alpha, momentum, epoch orders):
+their parameters are stacked on a leading model axis, which is sharded across every device
+(`shard_map` over a 1-D mesh), and across processes and hosts when JAX's multi-process runtime is
+initialised (`jax.distributed.initialize`). Other members form their own groups, run one after another.
 
 On each device, the members it holds train "side by side" by default: one independent epoch scan
 per member in the same program, which XLA runs concurrently. `batching="vmap"` batches them with
-`jax.vmap` instead. Measured on 2 CPU cores (8 seeds, one Fashion-MNIST epoch): side by side
-14.8-18.9 s, vmap 28.5-32.5 s, one net alone 2.0-2.6 s; vmap turns every product into a batched
-matmul, which XLA:CPU runs slower than the members' separate products.
+`jax.vmap` instead, which XLA:CPU runs slower (docs/sweeps.md).
 """
 from __future__ import annotations
 
@@ -32,10 +31,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from . import config as config_mod, fast, netfile, plots
 from .fileio import atomic_write_bytes, atomic_write_text
 from .layers import describe
-from .run import RunError, epoch_order, initial_state, load_data, prepare_arrays
+from .numerics import use_dtype
+from .run import RunError, epoch_order, initial_state, load_data, optimizer_spec, prepare_arrays, with_channels
 from .train import batch_matrix, epoch_scan, evaluate
-
-VMAPPABLE = {"train.seed", "train.alpha", "train.momentum"}
 
 
 def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config_mod.Config]]:
@@ -68,10 +66,16 @@ def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config
     return base, values, configs
 
 
-def _signature(cfg) -> tuple:
-    d = config_mod.to_dict(cfg)
-    return json.dumps({s: {k: v for k, v in b.items() if f"{s}.{k}" not in VMAPPABLE} for s, b in d.items()},
-                      sort_keys=True)
+def program_key(cfg, image_shape, n_classes: int, n: int):
+    """What must be equal for two members to share one compiled program: the abstract shapes of the
+    initial net and optimizer state (tree structure, static fields, shapes, dtypes), the optimizer's
+    static spec, and the epoch's batch matrix shape and count. Everything else is data."""
+    steps = n // cfg.train.batchsize
+    dtype = use_dtype(cfg.train.dtype)
+    shapes = jax.eval_shape(lambda: initial_state(cfg, image_shape, n_classes, steps, dtype)[::2])  # (net, opt_state)
+    leaves, treedef = jax.tree.flatten(shapes)
+    return (str(treedef), tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves), optimizer_spec(cfg, steps),
+            (steps, cfg.train.batchsize), cfg.train.numepochs)
 
 
 def _stack(trees):
@@ -110,7 +114,7 @@ def train_group(configs, dataset, dtype, log=print, batching="side-by-side"):
     steps = n // batchsize
     x, y, x_test = prepare_arrays(dataset, dtype)
     states = [initial_state(cfg, x.shape[1:], dataset.n_classes, steps, dtype) for cfg in configs]
-    optimizer = states[0][1]              # same transformation for all; the hyperparameters live in each state
+    optimizer = states[0][1]              # equal program keys: one update rule; each state holds its own numbers
     nets, opt_states = _stack([s[0] for s in states]), _stack([s[2] for s in states])
     order_keys = [s[3] for s in states]
     m = len(configs)
@@ -131,7 +135,7 @@ def train_group(configs, dataset, dtype, log=print, batching="side-by-side"):
     nets, opt_states = put(nets, sharded), put(opt_states, sharded)
     x, y = put(x, replicated), put(y, replicated)
     # Each step gathers its batch: the whole-epoch gather of solo runs would hold a copy of the
-    # training set per member (8 seeds: 2.3 GB peak instead of 0.7 GB, and no faster).
+    # training set per member (docs/sweeps.md).
     epoch_fn = functools.partial(epoch_scan, optimizer=optimizer, gather_per_step=True)
     if batching == "vmap":
         members_epoch = jax.vmap(epoch_fn, in_axes=(0, 0, 0, None, None, 0))
@@ -179,19 +183,20 @@ def train(path, out, overrides=(), *, overwrite=False, log=print, batching="side
     out = Path(out)
     if (out / "members.csv").exists() and not overwrite:
         raise RunError(f"{out} already holds a sweep (members.csv); use --overwrite to replace it")
-    if base.train.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise RunError("train.dtype = float64 needs JAX's x64 mode: set JAX_ENABLE_X64=1")
-    dtype = jnp.float64 if base.train.dtype == "float64" else jnp.float32
     dataset = load_data(base)
-    groups: dict[str, list[int]] = {}
+    image_shape, n = with_channels(dataset.train_images).shape[1:], len(dataset.train_labels)
+    groups: dict[tuple, list[int]] = {}
     for i, cfg in enumerate(configs):
-        groups.setdefault(_signature(cfg), []).append(i)
+        if cfg.train.batchsize > n:
+            raise RunError(f"member {i}: train.batchsize = {cfg.train.batchsize} is larger than the {n} training samples")
+        groups.setdefault(program_key(cfg, image_shape, dataset.n_classes, n), []).append(i)
     log(f"sweep of {len(configs)} nets in {len(groups)} compiled group(s) on {jax.device_count()} device(s), "
         f"{jax.process_count()} process(es)")
     rows, results = [None] * len(configs), [None] * len(configs)
     for indices in groups.values():
         t0 = time.perf_counter()
-        trained, seconds = train_group([configs[i] for i in indices], dataset, dtype, log, batching)
+        group = [configs[i] for i in indices]
+        trained, seconds = train_group(group, dataset, use_dtype(group[0].train.dtype), log, batching)
         group_seconds = time.perf_counter() - t0
         for i, result in zip(indices, trained):
             results[i] = result

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .layers import Conv, Input, Pool, layer_shapes
-from .model import Net, float_dtype
+from .net import Net
+from .numerics import use_dtype
 
 
 def rot180(x):
@@ -59,7 +60,8 @@ def targets_from_matlab(y) -> np.ndarray:
 
 def from_toolbox(tb: dict, input_shape=None, dtype=None) -> Net:
     """A toolbox net dict -> Net. `input_shape` (H, W[, C]) defaults to the square input that
-    makes `ffW`'s width come out (the struct does not record the image size)."""
+    makes `ffW`'s width come out (the struct does not record the image size). `dtype` defaults to
+    float64, the toolbox's own precision."""
     layers = []
     for l, layer in enumerate(tb["layers"], start=1):
         kind = layer.get("type")
@@ -80,7 +82,7 @@ def from_toolbox(tb: dict, input_shape=None, dtype=None) -> Net:
     if ffW.shape[1] != h * w * c:
         raise ValueError(f"toolbox net: ffW is {ffW.shape[0]}x{ffW.shape[1]}, but input {tuple(input_shape)} "
                          f"gives a feature vector of {h * w * c}")
-    dtype = dtype or float_dtype()
+    dtype = use_dtype(dtype or "float64")
     conv = []
     for l, (layer, spec, (_, _, c_in)) in enumerate(zip(tb["layers"][1:], layers[1:], shapes[:-1]), start=2):
         if isinstance(spec, Conv):
@@ -207,7 +209,7 @@ def read_struct(path, var="cnn"):
 def load_net(path, var="cnn", input_shape=None) -> Net:
     """Read a toolbox `cnn` struct saved by MATLAB or Octave (`save -v7`) as a Net.
 
-    Extra fields (a, d, rL, o, ...) are ignored. Keeps float64 when JAX's x64 mode is on.
+    Extra fields (a, d, rL, o, ...) are ignored. The net is float64, as the toolbox's own numbers are.
     """
     return from_toolbox(struct_to_dict(read_struct(path, var), f"{path}:{var}"), input_shape)
 

@@ -17,46 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import fast, model
-from .model import Net
+from . import fast
+from .net import Net, as_nhwc, as_targets
+from .optimizers import init_state, spec_for
 
 RL_DECAY = 0.99
-
-
-def make_optimizer(name: str = "sgd", alpha: float = 1.0, momentum: float = 0.0,
-                   schedule: str = "constant", decay_steps: int = 0) -> optax.GradientTransformation:
-    """An optax optimizer whose hyperparameters live in its state (as data, not constants).
-
-    "sgd" with momentum 0 is the toolbox's `cnnapplygrads.m`: w <- w - alpha * dw, exactly.
-    `schedule` "cosine" or "exponential" decays alpha over `decay_steps` steps.
-    """
-    if schedule == "constant":
-        lr = alpha
-    elif schedule == "cosine":
-        lr = optax.cosine_decay_schedule(alpha, max(decay_steps, 1))
-    elif schedule == "exponential":
-        lr = optax.exponential_decay(alpha, max(decay_steps, 1), 0.1)
-    else:
-        raise ValueError(f"train.schedule: unknown schedule {schedule!r} (constant, cosine, exponential)")
-    if name == "sgd":
-        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=momentum or None)
-    if name == "momentum":
-        return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=momentum or 0.9)
-    if name == "adam":
-        return optax.inject_hyperparams(optax.adam)(learning_rate=lr)
-    raise ValueError(f"train.optimizer: unknown optimizer {name!r} (sgd, momentum, adam)")
-
-
-def init_opt_state(optimizer: optax.GradientTransformation, net: Net):
-    """`optimizer.init(net)` with its floating hyperparameters in the net's dtype, so that a float32
-    net stays float32 even when JAX's x64 mode is on (no silent promotion, no silent down-cast)."""
-    state = optimizer.init(net)
-    hyper = getattr(state, "hyperparams", None)
-    if hyper is not None:
-        for name, value in hyper.items():
-            if jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
-                hyper[name] = jnp.asarray(value, net.dtype)
-    return state
 
 
 def batch_matrix(order, batchsize: int) -> np.ndarray:
@@ -84,9 +49,9 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
     `rl` is the smoothed loss carried over from the previous epoch (NaN before the first
     step, where the toolbox sets rL(1) = L). `rL[t] = 0.99·rL[t-1] + 0.01·L[t]` per step.
     `images` (N, H, W, C) and `targets` (N, classes) stay whole. The epoch's batches are gathered
-    once, before the scan, as whole image rows (a copy of the training set per epoch, ~190 MB for
-    MNIST in float32): gathering inside each step let XLA fuse the gather into the patch copies,
-    which then cost 2-3x more. `gather_per_step=True` keeps the per-step gather (less memory).
+    once, before the scan, as whole image rows (a copy of the training set): gathered inside each
+    step, XLA fuses the gather into the patch copies, which then cost more (docs/performance.md).
+    `gather_per_step=True` keeps the per-step gather, which needs less memory.
     `grad_fn(net, x, y) -> (L, grads)` is the fast delta rule by default; `jax.value_and_grad(model.loss)`
     gives the same numbers (the benchmark's baseline uses it).
     """
@@ -127,15 +92,8 @@ def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = Tru
     return jax.jit(fn, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
 
 
-_SGD = make_optimizer("sgd", 1.0)
-_sgd_epoch = make_epoch_fn(_SGD, donate=False)
-
-
-def sgd_state(net: Net, alpha: float):
-    """Plain-SGD optimizer state holding `alpha` as data (one compiled epoch serves any alpha)."""
-    state = init_opt_state(_SGD, net)
-    state.hyperparams["learning_rate"] = jnp.asarray(alpha, net.dtype)
-    return state
+_SGD = spec_for("sgd")
+_sgd_epoch = make_epoch_fn(_SGD.transformation(), donate=False)
 
 
 def train_epoch(net: Net, images, targets, order, alpha: float = 1.0, batchsize: int = 50):
@@ -144,16 +102,14 @@ def train_epoch(net: Net, images, targets, order, alpha: float = 1.0, batchsize:
     `images` (N, H, W[, C]) float, `targets` (N, classes), `order` a permutation of range(N)
     (the toolbox's `kk = randperm(m)`, 0-based). Trailing samples beyond a whole batch are dropped.
     """
-    x = model.as_nhwc(net, images)
-    y = jnp.asarray(targets, net.dtype)
-    if y.shape != (x.shape[0], net.n_classes):
-        raise ValueError(f"targets must be (N, {net.n_classes}) = ({x.shape[0]}, {net.n_classes}), got {y.shape}")
+    x = as_nhwc(net, images)
+    y = as_targets(net, targets, x.shape[0])
     order = np.asarray(order)
     if order.size and (order.max() >= x.shape[0] or order.min() < 0):
         raise ValueError(f"order holds indices outside 0..{x.shape[0] - 1}")
     batches = batch_matrix(order, batchsize)
     rl = jnp.asarray(jnp.nan, net.dtype)
-    net, _, losses, _ = _sgd_epoch(net, sgd_state(net, alpha), rl, x, y, jnp.asarray(batches))
+    net, _, losses, _ = _sgd_epoch(net, init_state(_SGD, net, alpha), rl, x, y, jnp.asarray(batches))
     return net, losses
 
 
@@ -164,6 +120,18 @@ def smoothed_loss(losses, previous=None) -> np.ndarray:
     for value in losses:
         rl.append(RL_DECAY * rl[-1] + (1 - RL_DECAY) * value)
     return np.asarray(rl)
+
+
+def predict(net: Net, images) -> jax.Array:
+    """The network's outputs `o` for a batch of images: (N, classes), each in (0, 1).
+
+    Computed by `jaxcnn.fast.forward` (the same values as `model.forward_nhwc`, faster on CPU)."""
+    return _predict(net, as_nhwc(net, images))
+
+
+@functools.partial(jax.jit, compiler_options=fast.XLA_CPU_OPTIONS)
+def _predict(net, x):
+    return fast.forward(net.params, net.layers, x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +153,8 @@ EVAL_CHUNK = 100
 
 @functools.partial(jax.jit, compiler_options=fast.XLA_CPU_OPTIONS)
 def _predicted_labels(net, x):
-    """Predicted classes, in chunks of EVAL_CHUNK inside one program (patches stay in cache: ~3x faster
-    than one 10,000-image chunk on 2 CPU cores). `x` is padded to a whole number of chunks."""
+    """Predicted classes, in chunks of EVAL_CHUNK inside one program (patches stay in cache; see
+    docs/performance.md). `x` is padded to a whole number of chunks."""
     chunks = x.reshape(-1, EVAL_CHUNK, *x.shape[1:])
     labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b), axis=1), chunks)
     return labels.reshape(-1)
@@ -197,10 +165,12 @@ def evaluate(net: Net, images, labels) -> Evaluation:
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels.argmax(axis=1)
-    x = model.as_nhwc(net, images)
+    x = as_nhwc(net, images)
     n = x.shape[0]
     if labels.shape != (n,):
         raise ValueError(f"{labels.shape[0]} labels for {n} images")
+    if labels.size and not (np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min() and labels.max() < net.n_classes):
+        raise ValueError(f"labels must be class indices 0..{net.n_classes - 1}, found {labels.min()}..{labels.max()}")
     padding = -n % EVAL_CHUNK
     if padding:
         x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model
+from jaxcnn.net import as_nhwc
 from jaxcnn.layers import Conv, Input, Pool
 from verification.checks import random_case
 
@@ -23,7 +24,7 @@ _fast = jax.jit(fast.loss_and_grad, static_argnums=1)
 
 
 def _check(net, images, targets):
-    x, y = model.as_nhwc(net, images), jnp.asarray(targets, net.dtype)
+    x, y = as_nhwc(net, images), jnp.asarray(targets, net.dtype)
     want_loss, want = _autodiff(net, x, y)
     loss, grads = _fast(net.params, net.layers, x, y)
     assert abs(float(loss - want_loss)) <= 1e-12 * abs(float(want_loss))
@@ -52,6 +53,6 @@ def test_patches_order_matches_the_kernel_layout(sp, to_layout):
     a = jnp.arange(2 * 4 * 3 * 2.0).reshape(2, 4, 3, 2)                   # NHWC
     k = jnp.arange(2 * 2 * 2 * 3.0).reshape(2, 2, 2, 3)                   # HWIO
     maps = a.transpose(to_layout)
-    z = (k.reshape(-1, 3).T @ fast.patches(maps, 2, sp)).reshape(fast._out_shape(maps, 2, 3, sp))
+    z = (k.reshape(-1, 3).T @ fast.patches(maps, 2, sp)).reshape(fast._conv_out_shape(maps, 2, 3, sp))
     back_to_nhwc = np.argsort(to_layout)
     np.testing.assert_array_equal(z.transpose(back_to_nhwc), model.conv_valid(a, k))

@@ -16,6 +16,7 @@ import numpy as np
 from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
 from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
+from jaxcnn.numerics import use_dtype
 from verification import backprop as bp
 
 GRAD_RTOL = 1e-12
@@ -57,11 +58,6 @@ def golden_path() -> Path:
         return Path(env)
     here = Path(__file__).resolve().parent.parent
     return here.parent / "shared" / "golden" / "toolbox_golden.mat"
-
-
-def require_x64():
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("the verification runs in float64: set JAX_ENABLE_X64=1")
 
 
 # ---- 1. manual backprop == jax.grad -------------------------------------------------------------
@@ -328,7 +324,7 @@ def _weights_of(tb):
 
 
 def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
-    require_x64()
+    use_dtype("float64")
     golden = load_golden(golden_file)
     return [("1. delta rule vs jax.grad", check_autodiff()),
             ("2. central differences", check_numerical(golden)),

@@ -11,9 +11,6 @@ def _fmt(x: float) -> str:
 
 
 def main(golden=None) -> int:
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
     from verification.checks import all_checks
 
     started = time.perf_counter()

@@ -1,0 +1,99 @@
+"""A network as data: the `Net` pytree, the toolbox's initialisation, and the input check.
+
+Conventions (all arrays in natural orientation, as stored in IDX files):
+  images  (N, H, W) or (N, H, W, C), float;  targets (N, classes)
+  conv kernels `k`  (kh, kw, C_in, C_out), applied as a cross-correlation (HWIO, NHWC)
+  the feature vector `fv` stacks the last maps map by map, each flattened row-major, which is
+  exactly the toolbox's order, so `ffW` (classes, fvnum) means the same thing in both programs.
+`jaxcnn.toolbox` converts to and from the toolbox's transposed, true-convolution layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from .layers import Conv, Layer, layer_shapes, parse_layers
+from .numerics import default_dtype
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """A network: `params` (the only traced data) and its static architecture.
+
+    params = {"conv": [{"k": (kh, kw, C_in, C_out), "b": (C_out,)}, ...],   # one per 'c' layer
+              "ffW": (classes, fvnum), "ffb": (classes,)}
+    """
+
+    params: dict
+    layers: tuple[Layer, ...] = dataclasses.field(metadata=dict(static=True))
+    input_shape: tuple[int, int, int] = dataclasses.field(metadata=dict(static=True))
+    n_classes: int = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def dtype(self):
+        return self.params["ffW"].dtype
+
+
+def normalise_input_shape(input_shape) -> tuple[int, int, int]:
+    """(H, W) or (H, W, C) -> (H, W, C)."""
+    shape = tuple(int(d) for d in input_shape)
+    return shape if len(shape) == 3 else (*shape, 1)
+
+
+def init_net(key: jax.Array, layers, input_shape, n_classes: int, dtype=None) -> Net:
+    """The toolbox's initialisation (`cnnsetup.m`), drawn from an explicit PRNG key.
+
+    Kernels ~ U(±sqrt(6 / (fan_in + fan_out))) with fan_in = C_in·k², fan_out = C_out·k²;
+    ffW ~ U(±sqrt(6 / (classes + fvnum))); all biases 0. `input_shape` is (H, W) or (H, W, C).
+    `dtype` defaults to float64 when JAX's x64 mode is on, else float32.
+    """
+    layers = parse_layers(layers)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    shapes = layer_shapes(layers, input_shape)
+    dtype = dtype or default_dtype()
+    keys = iter(jax.random.split(key, len(layers) + 1))
+    conv = []
+    for layer, (_, _, c_in) in zip(layers[1:], shapes[:-1]):
+        key_l = next(keys)
+        if isinstance(layer, Conv):
+            k, c_out = layer.kernelsize, layer.outputmaps
+            bound = math.sqrt(6.0 / (c_in * k * k + c_out * k * k))
+            kernel = jax.random.uniform(key_l, (k, k, c_in, c_out), dtype, -bound, bound)
+            conv.append({"k": kernel, "b": jnp.zeros((c_out,), dtype)})
+    h, w, maps = shapes[-1]
+    fvnum = h * w * maps
+    bound = math.sqrt(6.0 / (n_classes + fvnum))
+    ffW = jax.random.uniform(next(keys), (n_classes, fvnum), dtype, -bound, bound)
+    params = {"conv": conv, "ffW": ffW, "ffb": jnp.zeros((n_classes,), dtype)}
+    return Net(params, layers, normalise_input_shape(input_shape), n_classes)
+
+
+def count_params(net: Net) -> int:
+    """Number of trainable scalars."""
+    return sum(int(x.size) for x in jax.tree.leaves(net.params))
+
+
+def as_nhwc(net: Net, images) -> jax.Array:
+    """Check `images` against the net's input and return them as (N, H, W, C) in the net's dtype."""
+    images = jnp.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[1:] != net.input_shape:
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C) with (H, W, C) = {net.input_shape}, "
+                         f"got shape {images.shape}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(f"images must be floating point (scale uint8 pixels by 1/255), got {images.dtype}")
+    return images.astype(net.dtype)
+
+
+def as_targets(net: Net, targets, n: int) -> jax.Array:
+    """Check one-hot `targets` against the batch and the net: (N, classes) in the net's dtype."""
+    targets = jnp.asarray(targets, net.dtype)
+    if targets.shape != (n, net.n_classes):
+        raise ValueError(f"targets must be (N, classes) = ({n}, {net.n_classes}), got {tuple(targets.shape)}")
+    return targets
