@@ -132,7 +132,8 @@ def _eval(args) -> int:
     result = evaluate(net, data_mod.to_float(with_channels(dataset.test_images), net.dtype), dataset.test_labels)
     if args.json:
         print(json.dumps({"test_error": result.error_rate, "n_misclassified": result.n_misclassified,
-                          "n_test": len(dataset.test_labels), "confusion": result.confusion.tolist()}))
+                          "n_test": len(dataset.test_labels), "confusion": result.confusion.tolist(),
+                          "dtype": str(net.dtype)}))
     else:
         print(f"test error {result.error_rate:.4f} ({result.n_misclassified}/{len(dataset.test_labels)}) "
               f"on {dataset.name} from {dataset.source}")

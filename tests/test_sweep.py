@@ -114,9 +114,83 @@ def test_two_processes_give_what_one_gives(swept):
     _same(_nets(folder / "two_processes"), _nets(folder / "out"))
 
 
+TINY = """
+[train]
+batchsize = 20
+numepochs = 2
+dtype = "float64"
+optimizer = "{optimizer}"
+
+[model]
+layers = [{{type = "i"}}, {{type = "c", outputmaps = 2, kernelsize = 5}}, {{type = "s", scale = 4}}]
+
+[data]
+dataset = "fashion_mnist"
+n_train = 100
+n_test = 60
+
+[sweep.train]
+{axes}
+"""
+
+
+def _members_equal_solo_runs(tmp_path, optimizer, axes, expect_groups):
+    """Sweep `axes`, then train every member alone with `jaxcnn train`'s code: the nets must be equal."""
+    (tmp_path / "s.toml").write_text(TINY.format(optimizer=optimizer, axes=axes))
+    rows = sweep.train(tmp_path / "s.toml", tmp_path / "out", log=lambda *_: None)
+    _, values, configs = sweep.load(tmp_path / "s.toml")
+    assert len(rows) == len(configs)
+    assert sum(1 / r["group_size"] for r in rows) == pytest.approx(expect_groups)
+    members = _nets(tmp_path / "out")
+    for i, cfg in enumerate(configs):
+        for key, value in values[i].items():                    # the record says what ran
+            section, name = key.split(".")
+            assert getattr(getattr(cfg, section), name) == value == rows[i][key]
+        summary = run.train(cfg, tmp_path / f"solo{i}", progress=False, log=lambda *_: None)
+        solo = netfile.net_arrays(netfile.load(tmp_path / f"solo{i}" / "net.npz"))
+        member = members[f"member-{i:03d}.npz"]
+        assert member.keys() == solo.keys()
+        for key in solo:
+            assert solo[key].dtype == member[key].dtype == np.float64
+            np.testing.assert_allclose(member[key], solo[key], rtol=1e-12, atol=1e-14, err_msg=f"member {i} {key}")
+        assert rows[i]["test_error"] == summary["test_error"]
+    return rows, configs
+
+
+def test_a_scheduled_sweep_trains_each_member_with_its_own_alpha_and_momentum(tmp_path):
+    """Once, every member of a scheduled sweep trained with member 0's alpha, and sgd with momentum
+    [0, 0.9] failed with a tree-structure error."""
+    rows, configs = _members_equal_solo_runs(tmp_path, "sgd", 'schedule = ["cosine"]\nalpha = [0.25, 3.0]\n'
+                                                               'momentum = [0.0, 0.9]', expect_groups=1)
+    assert {(c.train.alpha, c.train.momentum) for c in configs} == {(0.25, 0.0), (0.25, 0.9), (3.0, 0.0), (3.0, 0.9)}
+    errors = {(r["train.alpha"], r["train.momentum"]): r["test_error"] for r in rows}
+    assert len(set(errors.values())) > 1                   # the members really differ
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer, axes, groups", [
+    ("sgd", "alpha = [0.5, 3.0]\nmomentum = [0.0, 0.5]\nbatchsize = [20, 25]", 6),
+    ("momentum", "alpha = [0.5, 3.0]\nmomentum = [0.5, 0.9]\nseed = [0, 1]", 3),
+    ("adam", "alpha = [0.003, 0.05]\nseed = [0, 1]", 3),
+])
+def test_every_member_equals_its_solo_run_for_every_optimizer_and_schedule(tmp_path, optimizer, axes, groups):
+    _members_equal_solo_runs(tmp_path, optimizer, 'schedule = ["constant", "cosine", "exponential"]\n' + axes, groups)
+
+
+def test_momentum_settings_that_would_not_do_what_they_say_are_refused(tmp_path):
+    for optimizer, momentum, message in [("momentum", 0.0, "optimizer 'momentum' needs a momentum > 0"),
+                                         ("adam", 0.9, "not used by optimizer 'adam'"),
+                                         ("sgd", 1.0, r"must be in \[0, 1\)")]:
+        (tmp_path / "m.toml").write_text(f'[train]\noptimizer = "{optimizer}"\nmomentum = {momentum}\n'
+                                         f'[sweep.train]\nseed = [0, 1]\n')
+        with pytest.raises(config.ConfigError, match=f"train.momentum: .*{message}"):
+            sweep.load(tmp_path / "m.toml")
+
+
 def test_groups_and_refusals(tmp_path):
     base, values, configs = sweep.load(REPO / "configs" / "sweep_alpha.toml")
-    assert len(configs) == 8 and len({sweep._signature(c) for c in configs}) == 2     # one group per batch size
+    keys = [sweep.program_key(c, (28, 28, 1), 10, 60000) for c in configs]
+    assert len(configs) == 8 and len(set(keys)) == 2                         # one group per batch size
     assert {c.train.batchsize for c in configs} == {25, 100}
     assert len(sweep.load(REPO / "configs" / "sweep_seeds.toml")[2]) == 8
     (tmp_path / "d.toml").write_text("[sweep.data]\nn_train = [10, 20]\n")
