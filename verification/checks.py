@@ -42,13 +42,20 @@ class Row:
 
 
 def compare(name, got, want, tol, kind="rel") -> Row:
-    """Max absolute and relative (to the largest |want|) difference between two pytrees."""
-    got_l, want_l = jax.tree.leaves(got), jax.tree.leaves(want)
-    if len(got_l) != len(want_l):
-        return Row(name, float("inf"), float("inf"), tol, kind)
-    abs_err = max(float(np.max(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)), initial=0))
-                  for g, w in zip(got_l, want_l))
-    scale = max(float(np.max(np.abs(np.asarray(w, np.float64)), initial=0)) for w in want_l)
+    """Max absolute and relative (to the largest |want|) difference between two pytrees.
+
+    Trees of another structure, leaves of other shapes, and any non-finite value in either tree
+    give a row that fails (its errors are inf or NaN)."""
+    got_l, got_def = jax.tree.flatten(got)
+    want_l, want_def = jax.tree.flatten(want)
+    if got_def != want_def or [np.shape(g) for g in got_l] != [np.shape(w) for w in want_l]:
+        return Row(f"{name} (structure or shapes differ)", float("inf"), float("inf"), tol, kind)
+    g = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in got_l] or [np.zeros(0)])
+    w = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in want_l] or [np.zeros(0)])
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(w))):
+        return Row(f"{name} (non-finite values)", float("nan"), float("nan"), tol, kind)
+    abs_err = float(np.max(np.abs(g - w), initial=0))
+    scale = float(np.max(np.abs(w), initial=0))
     return Row(name, abs_err, abs_err / scale if scale else abs_err, tol, kind)
 
 
@@ -199,6 +206,13 @@ def check_numerical(golden) -> list[Row]:
     _, autodiff = loss_and_grad(net, images, targets)
     rows.append(compare("cnnnumgradcheck case: jax.grad vs delta rule",
                         autodiff, toolbox.grads_from_toolbox(analytic, net), GRAD_RTOL))
+    toolbox_grads = toolbox.struct_to_dict(golden["gc_grads"][0, 0])        # the toolbox's own cnnbp on this case
+    rows.append(compare("cnnnumgradcheck case: toolbox cnnbp vs delta rule",
+                        [np.ravel(analytic["L"]), analytic["dffW"], analytic["dffb"], _conv_grads_of(analytic)],
+                        [np.ravel(toolbox_grads["L"]), toolbox_grads["dffW"], toolbox_grads["dffb"], _conv_grads_of(toolbox_grads)],
+                        GOLDEN_ATOL, "abs"))
+    rows.append(compare("cnnnumgradcheck case: toolbox cnnbp vs jax.grad", autodiff,
+                        toolbox.grads_from_toolbox(toolbox_grads, net), GOLDEN_ATOL, "abs"))
     from jax.test_util import check_grads
     x_nhwc = jnp.asarray(images)[..., None]
     try:
@@ -224,7 +238,8 @@ def check_derivations(seed: int = 0) -> list[Row]:
     rows.append(compare("004 2x2: conv(K, X) = k22·x11 + k21·x12 + k12·x21 + k11·x22", z, written_out, 1e-15, "abs"))
     by_hand = delta * np.array([[K[1, 1], K[1, 0]], [K[0, 1], K[0, 0]]])
     via_full = bp.convn_full(np.array([[delta]]), bp.rot180(K))
-    autodiff = jax.grad(lambda x: jnp.sum(jnp.asarray(bp.rot180(K)) * x) * delta)(jnp.asarray(X))
+    # autodiff of the 'valid' convolution itself (JAX's own true convolution, not a form with rot180 in it)
+    autodiff = jax.grad(lambda x: delta * _jax_convn_valid(x, jnp.asarray(K))[0, 0])(jnp.asarray(X))
     rows.append(compare("004 2x2: input delta = convn(δ, rot180(K), 'full')", via_full, by_hand, 1e-15, "abs"))
     rows.append(compare("004 2x2: input delta = d(δ·z)/dX by autodiff", autodiff, by_hand, 1e-15, "abs"))
     # adjoint of 'valid' convolution: <valid(a, k), d> = <a, full(d, rot180 k)>
@@ -234,7 +249,8 @@ def check_derivations(seed: int = 0) -> list[Row]:
     rhs = np.sum(a * bp.convn_full(d, bp.rot180(k)))
     rows.append(compare("<convn(a,k,'valid'), d> = <a, convn(d,rot180(k),'full')>", lhs, rhs, 1e-13))
     # kernel gradient: d<valid(a, k), d>/dk = convn(flipall(a), d, 'valid')
-    grad_k = jax.grad(lambda kk: jnp.sum(_jax_convn_valid(jnp.asarray(a), kk) * jnp.asarray(d)))(jnp.asarray(k))
+    grad_k = jax.grad(lambda kk: jnp.sum(_jax_convn_valid(jnp.asarray(a), kk[:, :, None]) * jnp.asarray(d)))(
+        jnp.asarray(k))
     rows.append(compare("dk = convn(flipall(a), d, 'valid')", bp.convn_valid(bp.flipall(a), d)[:, :, 0], grad_k,
                         1e-13))
     # expand(.)/s² is the adjoint of mean pooling
@@ -253,11 +269,8 @@ def check_derivations(seed: int = 0) -> list[Row]:
 
 
 def _jax_convn_valid(a, k):
-    """MATLAB convn(a, k2d, 'valid') for an H×W×N array, written with jnp slicing (for autodiff)."""
-    kh, kw = k.shape
-    h, w = a.shape[0] - kh + 1, a.shape[1] - kw + 1
-    kr = k[::-1, ::-1]
-    return sum(a[u:u + h, v:v + w, :] * kr[u, v] for u in range(kh) for v in range(kw))
+    """MATLAB's convn(a, k, 'valid') as JAX's own true convolution (`jax.scipy.signal.convolve`), for autodiff."""
+    return jax.scipy.signal.convolve(a, k, mode="valid", method="direct", precision=jax.lax.Precision.HIGHEST)
 
 
 # ---- 4. parity with the original toolbox ----------------------------------------------------------
@@ -281,13 +294,13 @@ def check_golden(golden) -> list[Row]:
     rows.append(compare("toolbox o  vs jaxcnn predict", np.asarray(predict(net, images)).T, want["o"],
                         GOLDEN_ATOL, "abs"))
     loss, grads = loss_and_grad(net, images, targets)
-    rows.append(compare("toolbox L  vs jaxcnn loss", loss, want["L"], GOLDEN_ATOL, "abs"))
+    rows.append(compare("toolbox L  vs jaxcnn loss", np.ravel(loss), np.ravel(want["L"]), GOLDEN_ATOL, "abs"))
     tb_grads = toolbox.grads_from_toolbox(want, net)
     rows.append(compare("toolbox dk, db, dffW, dffb vs jax.grad", grads, tb_grads, GOLDEN_ATOL, "abs"))
     # the manual backprop, on the toolbox's own layout (no bridge involved)
     manual = bp.cnnbp(bp.cnnff(init, bp.input_maps(golden["x"])), golden["y"])
-    rows.append(compare("toolbox o, L, fv vs delta rule", [manual["o"], manual["L"], manual["fv"]],
-                        [want["o"], want["L"], want["fv"]], GOLDEN_ATOL, "abs"))
+    rows.append(compare("toolbox o, L, fv vs delta rule", [manual["o"], np.ravel(manual["L"]), manual["fv"]],
+                        [want["o"], np.ravel(want["L"]), want["fv"]], GOLDEN_ATOL, "abs"))
     for l, (got_l, want_l) in enumerate(zip(manual["layers"], want["layers"]), start=1):
         if got_l["type"] == "c":
             rows.append(compare(f"toolbox layer {l} dk, db vs delta rule", [got_l["dk"], got_l["db"]],
@@ -316,6 +329,10 @@ def check_golden(golden) -> list[Row]:
     rows.append(compare("toolbox cnn_after vs delta rule + cnnapplygrads", _weights_of(manual_net),
                         _weights_of(after), GOLDEN_ATOL, "abs"))
     return rows
+
+
+def _conv_grads_of(tb):
+    return [(layer["dk"], np.ravel(layer["db"])) for layer in tb["layers"] if layer["type"] == "c"]
 
 
 def _weights_of(tb):
