@@ -23,13 +23,20 @@ def golden():
 
 
 @pytest.fixture(scope="session")
-def fashion():
-    """Debian's Fashion-MNIST (scripts/test installs dataset-fashion-mnist where it can)."""
-    from jaxcnn.data import load_idx_folder
-
+def fashion_folder():
+    """Debian's Fashion-MNIST folder of four .gz IDX files (scripts/test installs dataset-fashion-mnist where
+    it can); missing is a failure, not a skip."""
     if not FASHION.is_dir():
         pytest.fail(f"{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test does this as root)")
-    return load_idx_folder(FASHION, "fashion_mnist")
+    return FASHION
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_folder):
+    """Debian's Fashion-MNIST, loaded."""
+    from jaxcnn.data import load_idx_folder
+
+    return load_idx_folder(fashion_folder, "fashion_mnist")
 
 
 @pytest.fixture
