@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model
 from jaxcnn.layers import Conv, Input, Pool
+from tests.helpers import assert_trees_close
 from verification.checks import random_case
 
 STACKS = [
@@ -27,9 +28,7 @@ def _check(net, images, targets):
     want_loss, want = _autodiff(net, x, y)
     loss, grads = _fast(net.params, net.layers, x, y)
     assert abs(float(loss - want_loss)) <= 1e-12 * abs(float(want_loss))
-    for got, exp in zip(jax.tree.leaves(grads), jax.tree.leaves(want.params)):
-        assert got.shape == exp.shape and got.dtype == exp.dtype == jnp.float64
-        assert float(jnp.max(jnp.abs(got - exp))) <= 1e-12 * float(jnp.max(jnp.abs(exp)))
+    assert_trees_close(grads, want.params, rtol=1e-12, normwise=True, dtype=jnp.float64)
     np.testing.assert_allclose(fast.forward(net.params, net.layers, x), model.forward_nhwc(net.params, net.layers, x),
                                rtol=1e-13, atol=1e-15)
 
