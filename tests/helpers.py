@@ -3,6 +3,11 @@ import jax
 import numpy as np
 
 
+def hypothesis_profile(environ) -> str:
+    """"ci" where the CI variable is set (CI=true on the CI runners), else "dev"."""
+    return "ci" if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no") else "dev"
+
+
 def assert_trees_close(got, want, rtol=0.0, atol=0.0, *, normwise=False, dtype=None):
     """Assert two pytrees hold the same arrays, leaf by leaf, up to rounding.
 

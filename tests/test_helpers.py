@@ -1,8 +1,13 @@
-"""The test machinery: the shared tree assertion fails where a zip over leaves would not."""
+"""The test machinery: the shared tree assertion fails where a zip over leaves would not, and the
+Hypothesis profile follows $CI without undoing each test's own settings."""
+import os
+
 import jax.numpy as jnp
 import pytest
+from hypothesis import settings
 
-from tests.helpers import assert_trees_close
+from tests import test_fast, test_verification
+from tests.helpers import assert_trees_close, hypothesis_profile
 
 TREE = {"conv": [{"k": jnp.ones((2, 3)), "b": jnp.zeros(2)}], "ffW": jnp.eye(2)}
 
@@ -39,3 +44,19 @@ def test_normwise_scales_by_the_largest_entry():
     with pytest.raises(AssertionError):
         assert_trees_close(got, want, rtol=1e-5)                         # elementwise it fails
 
+
+@pytest.mark.parametrize("environ, profile", [
+    ({"CI": "true"}, "ci"), ({"CI": "1"}, "ci"), ({}, "dev"), ({"CI": ""}, "dev"), ({"CI": "false"}, "dev")])
+def test_the_hypothesis_profile_follows_the_ci_variable(environ, profile):
+    assert hypothesis_profile(environ) == profile
+
+
+@pytest.mark.parametrize("test", [test_fast.test_fast_gradient_equals_autodiff_on_drawn_stacks,
+                                  test_verification.test_delta_rule_equals_jax_grad_on_drawn_stacks])
+def test_per_test_settings_sit_on_top_of_the_loaded_profile(test):
+    assert not settings.get_profile("dev").derandomize and settings.get_profile("ci").derandomize
+    on_ci = hypothesis_profile(os.environ) == "ci"
+    assert settings.default.derandomize is on_ci and (settings.default.database is None) is on_ci
+    own = test._hypothesis_internal_use_settings           # what @settings(...) on the test resolved to
+    assert own.max_examples == 6 and own.deadline is None  # the test's own choices win ...
+    assert own.derandomize is on_ci                         # ... and the profile fills in the rest
