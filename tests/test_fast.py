@@ -10,11 +10,12 @@ from jaxcnn.layers import Conv, Input, Pool
 from tests.helpers import assert_trees_close
 from verification.checks import random_case
 
+SLOW = pytest.mark.slow                                                 # 5-9 s each on 2 cores: full tier only
 STACKS = [
     (EXAMPLE_LAYERS, (28, 28), 10),
-    ((Input(), Pool(2), Conv(3, 3), Pool(2)), (16, 12, 2), 3),          # pooling straight after the input
-    ((Input(), Conv(2, 3), Conv(3, 2), Conv(2, 1)), (9, 12, 3), 4),       # c-c-c, RGB, non-square
-    ((Input(), Conv(4, 5), Pool(3), Pool(2)), (16, 22), 5),               # s-s
+    pytest.param((Input(), Pool(2), Conv(3, 3), Pool(2)), (16, 12, 2), 3, marks=SLOW),   # pooling straight after the input
+    pytest.param((Input(), Conv(2, 3), Conv(3, 2), Conv(2, 1)), (9, 12, 3), 4, marks=SLOW),  # c-c-c, RGB, non-square
+    pytest.param((Input(), Conv(4, 5), Pool(3), Pool(2)), (16, 22), 5, marks=SLOW),  # s-s
     ((Input(), Conv(1, 1)), (5, 5), 2),
 ]
 
@@ -40,6 +41,7 @@ def test_fast_gradient_equals_autodiff(layers, shape, classes):
     _check(net, rng.random((6, *shape)), np.eye(classes)[rng.integers(0, classes, 6)])
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1))
 def test_fast_gradient_equals_autodiff_on_drawn_stacks(seed):

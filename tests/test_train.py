@@ -40,7 +40,7 @@ def test_sgd_update_is_w_minus_alpha_g_bit_for_bit(dtype):
     np.testing.assert_array_equal(np.asarray(new), w - dtype(0.7) * g)     # cnnapplygrads.m, exactly
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.float64, marks=pytest.mark.slow)])
 def test_train_epoch_is_the_toolbox_loop(dtype):
     """cnnff + cnnbp + cnnapplygrads per batch, in order; equal up to rounding (XLA may fuse w - a·g into an FMA)."""
     x, y = _data(dtype=dtype)
@@ -148,6 +148,7 @@ def test_momentum_follows_its_rule():
     assert_trees_close(got.params, w2.params, rtol=1e-13, atol=1e-16)
 
 
+@pytest.mark.slow
 def test_adam_from_the_config_trains_on_real_data(fashion):
     x, y = _subset(fashion, 2000)
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype=jnp.float32)
@@ -171,6 +172,7 @@ def test_unknown_optimizer_and_schedule_are_named():
         train_mod.make_optimizer("sgd", schedule="linear")
 
 
+@pytest.mark.slow
 def test_real_subset_loss_falls_past_the_plateau_in_float32(fashion):
     """SGD (alpha 1) sits near L = 0.45 (outputs ~ class priors) for ~300 steps, then learns features."""
     x = to_float(fashion.train_images[:2000], np.float32)
