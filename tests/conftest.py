@@ -1,12 +1,27 @@
 """Global switches, once: float64 available (the verification is float64; float32 tests ask for it
-explicitly), and every warning an error (pyproject's filterwarnings)."""
+explicitly), every warning an error (pyproject's filterwarnings), and the Hypothesis profile."""
+import os
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from hypothesis import settings
+
+from tests.helpers import hypothesis_profile
 
 jax.config.update("jax_enable_x64", True)
+
+# "ci" (CI=true): the same draws every run, so a red build reproduces and a green one is not luck; no
+# example database to keep. "dev": fresh draws each run, failures replayed from .hypothesis/. Neither has a
+# deadline: the first example of a test compiles. Both start from Hypothesis's "default" profile, not from
+# whatever is loaded now (Hypothesis itself loads its own "ci" profile wherever a CI variable exists, even
+# CI=""). Per-test @settings (max_examples) are built on top of the profile loaded here, because conftest
+# runs before the test modules are imported.
+_BASE = settings.get_profile("default")
+settings.register_profile("ci", _BASE, derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("dev", _BASE, deadline=None)
+settings.load_profile(hypothesis_profile(os.environ))
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO.parent / "shared" / "golden" / "toolbox_golden.mat"
@@ -23,13 +38,20 @@ def golden():
 
 
 @pytest.fixture(scope="session")
-def fashion():
-    """Debian's Fashion-MNIST (scripts/test installs dataset-fashion-mnist where it can)."""
-    from jaxcnn.data import load_idx_folder
-
+def fashion_folder():
+    """Debian's Fashion-MNIST folder of four .gz IDX files (scripts/test installs dataset-fashion-mnist where
+    it can); missing is a failure, not a skip."""
     if not FASHION.is_dir():
         pytest.fail(f"{FASHION} is missing: apt-get install dataset-fashion-mnist (scripts/test does this as root)")
-    return load_idx_folder(FASHION, "fashion_mnist")
+    return FASHION
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_folder):
+    """Debian's Fashion-MNIST, loaded."""
+    from jaxcnn.data import load_idx_folder
+
+    return load_idx_folder(fashion_folder, "fashion_mnist")
 
 
 @pytest.fixture

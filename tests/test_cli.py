@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import config, netfile, run
+from tests.helpers import assert_trees_close
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = ["--set", "data.n_train=500", "--set", "data.n_test=300", "--set", "train.numepochs=2", "--set",
@@ -29,6 +30,7 @@ def trained(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_train_writes_the_whole_record(trained):
     out, result = trained
     lines = result.stdout.splitlines()
@@ -50,6 +52,7 @@ def test_train_writes_the_whole_record(trained):
         assert head == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_eval_of_the_saved_net_gives_the_summary_error(trained):
     out, _ = trained
     result = jaxcnn("eval", out / "net.npz", "--dataset", "fashion_mnist", "--n-test", 300, "--json")
@@ -58,13 +61,13 @@ def test_eval_of_the_saved_net_gives_the_summary_error(trained):
     assert json.loads(result.stdout)["test_error"] == summary["test_error"]
 
 
+@pytest.mark.slow
 def test_export_and_import_mat_round_trip(trained, tmp_path):
     out, _ = trained
     assert jaxcnn("export-mat", out / "net.npz", tmp_path / "cnn.mat").returncode == 0
     assert jaxcnn("import-mat", tmp_path / "cnn.mat", tmp_path / "back.npz").returncode == 0
     a, b = netfile.load(out / "net.npz"), netfile.load(tmp_path / "back.npz")
-    for x, y in zip(netfile.net_arrays(a).values(), netfile.net_arrays(b).values()):
-        np.testing.assert_array_equal(x, y)
+    assert_trees_close(netfile.net_arrays(b), netfile.net_arrays(a))                       # bit for bit
     result = jaxcnn("eval", tmp_path / "cnn.mat", "--dataset", "fashion_mnist", "--n-test", 300, "--json")
     assert json.loads(result.stdout)["test_error"] == json.loads((out / "summary.json").read_text())["test_error"]
 
@@ -78,6 +81,7 @@ def test_offline_mnist_is_one_clear_line(tmp_path):
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
 
+@pytest.mark.slow
 def test_one_epoch_of_fashion_mnist_reaches_the_toolbox_error(tmp_path):
     """configs/fashion_mnist.toml as shipped: the toolbox gets 0.29 after one epoch."""
     cfg = config.load(REPO / "configs" / "fashion_mnist.toml")
@@ -87,6 +91,7 @@ def test_one_epoch_of_fashion_mnist_reaches_the_toolbox_error(tmp_path):
     assert summary["test_error"] <= 0.30                        # measured: 0.2850
 
 
+@pytest.mark.slow
 def test_float64_from_the_command_line_is_float64(tmp_path):
     result = jaxcnn("train", "configs/fashion_mnist.toml", "--set", 'train.dtype="float64"', "--set", "data.n_train=100",
                     "--set", "data.n_test=50", "--out", tmp_path / "f64", "--no-progress")

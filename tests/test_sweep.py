@@ -42,6 +42,7 @@ def _nets(out):
     return {p.name: netfile.net_arrays(netfile.load(p)) for p in sorted((out / "nets").glob("member-*.npz"))}
 
 
+@pytest.mark.slow
 def test_members_equal_solo_runs_in_float64(swept, tmp_path):
     folder, rows = swept
     _, values, configs = sweep.load(folder / "s.toml")
@@ -56,6 +57,7 @@ def test_members_equal_solo_runs_in_float64(swept, tmp_path):
         assert rows[i]["test_error"] == summary["test_error"]
 
 
+@pytest.mark.slow
 def test_sweep_records(swept):
     folder, rows = swept
     out = folder / "out"
@@ -88,6 +90,7 @@ def _same(a, b):
             np.testing.assert_allclose(a[name][key], b[name][key], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_two_devices_give_what_one_gives(swept):
     folder, _ = swept
     proc = _cli(folder / "s.toml", "--out", folder / "two_devices",
@@ -97,12 +100,14 @@ def test_two_devices_give_what_one_gives(swept):
     _same(_nets(folder / "two_devices"), _nets(folder / "out"))
 
 
+@pytest.mark.slow
 def test_vmap_batching_gives_what_side_by_side_gives(swept):
     folder, _ = swept
     sweep.train(folder / "s.toml", folder / "vmapped", log=lambda *_: None, batching="vmap")
     _same(_nets(folder / "vmapped"), _nets(folder / "out"))
 
 
+@pytest.mark.slow
 def test_two_processes_give_what_one_gives(swept):
     folder, _ = swept
     address = f"127.0.0.1:{_free_port()}"

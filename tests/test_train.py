@@ -8,6 +8,7 @@ from jaxcnn import EXAMPLE_LAYERS, evaluate, init_net, loss_and_grad, make_optim
 from jaxcnn import train as train_mod
 from jaxcnn.data import one_hot, to_float
 from jaxcnn.layers import Conv, Input, Pool
+from tests.helpers import assert_trees_close
 
 SMALL = (Input(), Conv(3, 3), Pool(2), Conv(4, 3))
 
@@ -18,7 +19,9 @@ def _data(n=40, shape=(10, 10), classes=4, seed=0, dtype=np.float64):
 
 
 def _equal(a, b):
-    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    """Bit-for-bit equal; trees of different structure are an error, not merely unequal."""
+    assert jax.tree.structure(a) == jax.tree.structure(b), (jax.tree.structure(a), jax.tree.structure(b))
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 ROUNDING = {jnp.float32: dict(rtol=2e-6, atol=1e-7), jnp.float64: dict(rtol=1e-13, atol=1e-16)}
@@ -36,7 +39,7 @@ def test_sgd_update_is_w_minus_alpha_g_bit_for_bit(dtype):
     np.testing.assert_array_equal(np.asarray(new), w - dtype(0.7) * g)     # cnnapplygrads.m, exactly
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.float64, marks=pytest.mark.slow)])
 def test_train_epoch_is_the_toolbox_loop(dtype):
     """cnnff + cnnbp + cnnapplygrads per batch, in order; equal up to rounding (XLA may fuse w - a·g into an FMA)."""
     x, y = _data(dtype=dtype)
@@ -49,9 +52,7 @@ def test_train_epoch_is_the_toolbox_loop(dtype):
         loss, grads = loss_and_grad(want, x[idx], y[idx])
         np.testing.assert_allclose(losses[step], loss, **ROUNDING[dtype])
         want = jax.tree.map(lambda w, g: w - jnp.asarray(alpha, dtype) * g, want, grads)
-    for got, exp in zip(jax.tree.leaves(trained.params), jax.tree.leaves(want.params)):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, exp, **ROUNDING[dtype])
+    assert_trees_close(trained.params, want.params, **ROUNDING[dtype], dtype=dtype)
 
 
 def test_the_order_is_data_and_replays():
@@ -72,8 +73,7 @@ def test_remainder_is_dropped_and_documented_size_errors():
     full, losses = train_epoch(net, x, y, order, batchsize=10)
     assert losses.shape == (2,)                                  # 23 // 10 steps; samples 20..22 unused
     same, _ = train_epoch(net, x[:20], y[:20], order[:20], batchsize=10)
-    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(same.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
+    assert_trees_close(full.params, same.params, rtol=1e-13, atol=1e-16)
     with pytest.raises(ValueError, match="batchsize 24 must be between 1 and the number of samples"):
         train_epoch(net, x, y, order, batchsize=24)
     with pytest.raises(ValueError, match="outside 0..22"):
@@ -144,10 +144,10 @@ def test_momentum_follows_its_rule():
     w1 = jax.tree.map(lambda w, g: w - 0.3 * g, net, g1)                  # trace starts at 0
     _, g2 = loss_and_grad(w1, x[20:], y[20:])
     w2 = jax.tree.map(lambda w, a, b: w - 0.3 * (b + 0.9 * a), w1, g1, g2)
-    for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(w2.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-16)
+    assert_trees_close(got.params, w2.params, rtol=1e-13, atol=1e-16)
 
 
+@pytest.mark.slow
 def test_adam_from_the_config_trains_on_real_data(fashion):
     x, y = _subset(fashion, 2000)
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype=jnp.float32)
@@ -171,6 +171,7 @@ def test_unknown_optimizer_and_schedule_are_named():
         make_optimizer("sgd", schedule="linear")
 
 
+@pytest.mark.slow
 def test_real_subset_loss_falls_past_the_plateau_in_float32(fashion):
     """SGD (alpha 1) sits near L = 0.45 (outputs ~ class priors) for ~300 steps, then learns features."""
     x = to_float(fashion.train_images[:2000], np.float32)

@@ -14,12 +14,14 @@ def _assert_rows(rows):
     assert rows and not failed, failed
 
 
+@pytest.mark.slow
 def test_delta_rule_equals_jax_grad():
     rows = checks.check_autodiff(seeds=range(4))
     _assert_rows(rows)
     assert max(row.max_rel for row in rows) < 1e-12
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1))
 def test_delta_rule_equals_jax_grad_on_drawn_stacks(seed):
@@ -27,6 +29,7 @@ def test_delta_rule_equals_jax_grad_on_drawn_stacks(seed):
     _assert_rows(checks.check_manual_vs_autodiff(net, images, targets, f"seed {seed}"))
 
 
+@pytest.mark.slow
 def test_cnnnumgradcheck_and_check_grads(golden):
     _assert_rows(checks.check_numerical(golden))
 
@@ -35,6 +38,7 @@ def test_the_slides_derivations():
     _assert_rows(checks.check_derivations(seed=3))
 
 
+@pytest.mark.slow
 def test_parity_with_the_octave_toolbox(golden):
     rows = checks.check_golden(golden)
     _assert_rows(rows)
