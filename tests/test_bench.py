@@ -1,4 +1,12 @@
-"""`jaxcnn bench`: the baseline computes the same maths as jaxcnn's model."""
+"""`jaxcnn bench`: the baseline computes the same maths as jaxcnn, the contenders take turns epoch by
+epoch, and the record's ratios are the ratios of its medians (no timed assertions)."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +16,8 @@ from jaxcnn import bench
 from jaxcnn.data import one_hot
 from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool
 from jaxcnn.model import init_net, loss
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def assert_trees_close(actual, expected, rtol):
@@ -34,3 +44,49 @@ def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, rng):
     assert value.dtype == jnp.float64 and value > 0
     np.testing.assert_allclose(value, expected_value, rtol=1e-12)
     assert_trees_close(grads, expected_grads, 1e-12)
+
+
+def test_contenders_take_turns_on_the_same_batches():
+    """A B C A B C ..., each epoch timed on its own, round r on batches_of(r)."""
+    calls, ticks = [], iter(range(100))
+    epochs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("jaxcnn", "baseline", "torch")}
+    seconds = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: next(ticks) ** 2)
+    assert calls == [("jaxcnn", "order 0"), ("baseline", "order 0"), ("torch", "order 0"),
+                     ("jaxcnn", "order 1"), ("baseline", "order 1"), ("torch", "order 1")]
+    # clock readings 0, 1, 4, 9, ... in pairs around each epoch: 1-0, 9-4, 25-16, 49-36, 81-64, 121-100
+    assert seconds == {"jaxcnn": [1, 13], "baseline": [5, 17], "torch": [9, 21]}
+
+
+def test_ratios_are_medians_over_jaxcnn():
+    assert bench.ratios({"jaxcnn": 2.0, "baseline": 15.0, "torch": 5.0}) == {"baseline/jaxcnn": 7.5, "torch/jaxcnn": 2.5}
+    assert bench.ratios({"jaxcnn": 2.0}) == {}
+
+
+def test_bench_is_only_reached_through_the_cli():
+    assert "__main__" not in (REPO / "jaxcnn" / "bench.py").read_text()
+
+
+def _bench_json(tmp_path, *args):
+    config = tmp_path / "tiny.toml"
+    config.write_text('[train]\nbatchsize = 50\n\n[data]\ndataset = "fashion_mnist"\nn_train = 200\nn_test = 100\n')
+    result = subprocess.run([sys.executable, "-m", "jaxcnn", "bench", str(config), "--epochs", "1", "--json", *args],
+                            capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_bench_json_record(tmp_path):
+    """The real command on a tiny config: one object whose lists have one entry per timed round and whose
+    ratio is the ratio of the medians."""
+    r = _bench_json(tmp_path)
+    assert (r["n_train"], r["n_test"], r["batchsize"], r["steps_per_epoch"]) == (200, 100, 50, 4)
+    assert r["dataset"] == "fashion_mnist" and r["dtype"] == "float32" and r["rounds"] == 1
+    assert r["contenders"] == ["jaxcnn", "baseline"]
+    for name in r["contenders"]:
+        assert len(r["epoch_seconds"][name]) == 1 and r["compile_seconds"][name] > 0 and r["warmup_seconds"][name] > 0
+        assert r["seconds_per_epoch"][name] == statistics.median(r["epoch_seconds"][name])
+        assert r["images_per_second"][name] == pytest.approx(200 / r["seconds_per_epoch"][name], rel=1e-12)
+    assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
+    assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
