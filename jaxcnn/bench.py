@@ -3,13 +3,13 @@
 The host's speed drifts (by up to 2x within minutes on a shared VM), so absolute seconds mean little and
 only ratios taken side by side do. Each contender is compiled first (timed), then the contenders take
 turns, epoch by epoch, on the same permutation: one warm-up round, then `rounds` timed rounds
-(A B A B ...). The record holds every epoch's seconds, the median per contender and the ratios of
+(A B C A B C ...). The record holds every epoch's seconds, the median per contender and the ratios of
 the medians to jaxcnn's, plus images/s, the time to evaluate the test set, peak memory (the process's
 maximum resident set), dtype, device, processor, versions, XLA flags and the compiler options jaxcnn sets.
 
 Contenders: `jaxcnn` (the fast epoch); `baseline`, the straightforward program (autodiff through
 `lax.conv_general_dilated` in NCHW inside the same `lax.scan` epoch, each step gathering its batch,
-XLA's default options).
+XLA's default options); and a peer from `jaxcnn.peers` when asked (`torch`: PyTorch eager).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, fast, model
+from . import config as config_mod, data as data_mod, fast, model, peers
 from .layers import Conv, Pool, describe
 from .model import sigm
 from .run import epoch_order, initial_state, prepare_arrays
@@ -80,7 +80,7 @@ def jax_contender(epoch_fn, net, opt_state, x, y, steps: int, batchsize: int):
 def interleave(epochs: dict[str, Callable], batches_of: Callable[[int], np.ndarray], rounds: int,
                clock=time.perf_counter) -> dict[str, list[float]]:
     """Time `rounds` rounds; in round r every contender runs one epoch on `batches_of(r)`, in turn
-    (A B A B ...), so that all of them see the host's drift alike. Returns {name: [seconds per round]}."""
+    (A B C A B C ...), so that all of them see the host's drift alike. Returns {name: [seconds per round]}."""
     seconds = {name: [] for name in epochs}
     for r in range(rounds):
         batches = batches_of(r)
@@ -110,11 +110,26 @@ def _load(cfg):
     return dataset.subset(cfg.data.n_train or None, cfg.data.n_test or None), dataset.source
 
 
-def run(config_path=None, rounds: int = 3, baseline: bool = True) -> dict:
+def _check_peer(peer, cfg):
+    """Fail before any work if the peer is unknown, not installed, or cannot run the config's optimizer."""
+    if peer is None:
+        return None
+    if peer not in peers.PEERS:
+        raise ValueError(f"--peer {peer!r}: unknown peer (choose from {', '.join(peers.PEERS)})")
+    torch = peers.import_torch()
+    t = cfg.train
+    if t.optimizer != "sgd" or t.momentum or t.schedule != "constant":
+        raise ValueError(f"--peer torch runs plain SGD with a constant alpha; the config asks for "
+                         f"optimizer={t.optimizer!r}, momentum={t.momentum}, schedule={t.schedule!r}")
+    return torch
+
+
+def run(config_path=None, rounds: int = 3, baseline: bool = True, peer: str | None = None) -> dict:
     """Benchmark as described in the module docstring; returns the record (a JSON-able dict)."""
     cfg = config_mod.load(config_path or DEFAULT_CONFIG)
     if rounds < 1:
         raise ValueError(f"--epochs {rounds}: the number of timed rounds must be at least 1")
+    torch = _check_peer(peer, cfg)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     dataset, source = _load(cfg)
     x, y, x_test = prepare_arrays(dataset, dtype)
@@ -131,6 +146,9 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True) -> dict:
         compile_seconds["baseline"], epochs["baseline"] = jax_contender(
             make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, compiler_options=None),
             net, opt_state, x, y, steps, batchsize)
+    if torch is not None:
+        _, epochs[peer] = peers.torch_trainer(net, x, y, cfg.train.alpha, threads=os.cpu_count())
+        compile_seconds[peer] = None                                      # eager: nothing to compile
 
     seconds = interleave(epochs, lambda r: batch_matrix(epoch_order(order_key, r, n), batchsize), 1 + rounds)
     warmup = {name: s[0] for name, s in seconds.items()}
@@ -156,6 +174,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True) -> dict:
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": _processor(),
         "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": fast.XLA_CPU_OPTIONS,
+        **({"torch": torch.__version__, "torch_threads": torch.get_num_threads()} if torch is not None else {}),
     }
 
 
@@ -170,22 +189,25 @@ def _processor() -> str:
 
 
 DESCRIPTIONS = {"jaxcnn": "im2col + delta rule, jaxcnn's compiler options",
-                "baseline": "autodiff through NCHW lax.conv, per-step gather, default XLA options"}
+                "baseline": "autodiff through NCHW lax.conv, per-step gather, default XLA options",
+                "torch": "PyTorch eager, nn.Conv2d/AvgPool2d/Linear, torch.optim.SGD"}
 
 
 def format_table(r: dict) -> str:
     """The record as aligned `name  value` rows, one row per contender."""
-    versions = f"jax {r['jax']}, jaxlib {r['jaxlib']}"
+    versions = f"jax {r['jax']}, jaxlib {r['jaxlib']}" + (f", torch {r['torch']} ({r['torch_threads']} threads)"
+                                                         if "torch" in r else "")
     rows = [("net", f"{r['net']}  ({r['dataset']}, {r['n_train']} images, batch {r['batchsize']}, {r['dtype']})"),
             ("device", f"{r['platform']} {r['device']}, {r['cpu_count']} cores, {r['processor']}"),
             ("versions", f"{versions}, XLA_FLAGS={r['xla_flags'] or '(none)'}"),
             ("compiler options", ", ".join(f"{k}={v!r}" for k, v in r["compiler_options"].items()) or "(none)"),
             ("rounds", f"{r['rounds']} timed after 1 warm-up; each round runs " + " ".join(r["contenders"]))]
     for name in r["contenders"]:
+        compile_s = r["compile_seconds"][name]
         epochs = ", ".join(f"{s:.2f}" for s in r["epoch_seconds"][name])
         rows.append((name, f"{r['seconds_per_epoch'][name]:.2f} s/epoch (median of {epochs}; warm-up "
                            f"{r['warmup_seconds'][name]:.2f}); {r['images_per_second'][name]:,.0f} images/s; "
-                           f"compile {r['compile_seconds'][name]:.2f} s  [{DESCRIPTIONS[name]}]"))
+                           f"{'no compile (eager)' if compile_s is None else f'compile {compile_s:.2f} s'}  [{DESCRIPTIONS[name]}]"))
     rows += [(ratio, f"{value:.2f}  (ratio of the medians)") for ratio, value in r["ratios"].items()]
     rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s"),
              ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)")]
@@ -193,8 +215,8 @@ def format_table(r: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True) -> int:
+def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True, peer: str | None = None) -> int:
     """Run the benchmark and print its record: a table, or one JSON object with `as_json`."""
-    result = run(config_path, rounds=epochs, baseline=baseline)
+    result = run(config_path, rounds=epochs, baseline=baseline, peer=peer)
     print(json.dumps(result) if as_json else format_table(result))
     return 0

@@ -1,5 +1,5 @@
-"""`jaxcnn bench`: the baseline computes the same maths as jaxcnn, the contenders take turns epoch by
-epoch, and the record's ratios are the ratios of its medians (no timed assertions)."""
+"""`jaxcnn bench`: the baseline and the torch peer compute the same maths as jaxcnn, the contenders take
+turns epoch by epoch, and the record's ratios are the ratios of its medians (no timed assertions)."""
 import json
 import os
 import statistics
@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import bench
-from jaxcnn.data import one_hot
+from jaxcnn import bench, cli, peers
+from jaxcnn.data import one_hot, to_float
 from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool
 from jaxcnn.model import init_net, loss
+from jaxcnn.train import batch_matrix, train_epoch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,6 +63,37 @@ def test_ratios_are_medians_over_jaxcnn():
     assert bench.ratios({"jaxcnn": 2.0}) == {}
 
 
+def test_torch_peer_is_the_same_maths(fashion):
+    """One epoch of 3 steps on 60 Fashion-MNIST images in float64: torch's per-step losses and final weights
+    are jaxcnn's `train_epoch`, from the same initial weights and the same permutation."""
+    torch = pytest.importorskip("torch")
+    x = to_float(fashion.train_images[:60, :, :, None], np.float64)
+    y = one_hot(fashion.train_labels[:60], 10, np.float64)
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float64)
+    order = np.random.default_rng(5).permutation(60)
+
+    module, epoch = peers.torch_trainer(net, x, y, alpha=1.0)
+    assert module[0].weight.dtype == torch.float64
+    assert_trees_close(peers.jax_params(module), net.params, 0)                 # it starts from jaxcnn's weights
+    losses = epoch(batch_matrix(order, 20))
+    trained, expected_losses = train_epoch(net, x, y, order, alpha=1.0, batchsize=20)
+
+    assert losses.shape == (3,) and np.all(np.diff(losses) != 0)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-10)
+    assert_trees_close(peers.jax_params(module), jax.tree.map(np.asarray, trained.params), 1e-10)
+    moved = np.abs(peers.jax_params(module)["ffW"] - np.asarray(net.params["ffW"])).max()
+    assert moved > 1e-3                                                         # the weights did train
+
+
+def test_torch_peer_without_torch_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)                             # `import torch` raises ImportError
+    with pytest.raises(ValueError, match=r"pip install 'jaxcnn\[peers\]'"):
+        peers.import_torch()
+    assert cli.main(["bench", "--peer", "torch", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxcnn: error: --peer torch needs PyTorch") and err.count("\n") == 1
+
+
 def test_bench_is_only_reached_through_the_cli():
     assert "__main__" not in (REPO / "jaxcnn" / "bench.py").read_text()
 
@@ -90,3 +122,14 @@ def test_bench_json_record(tmp_path):
     assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
     assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
+
+
+def test_bench_json_record_with_the_torch_peer_and_no_baseline(tmp_path):
+    pytest.importorskip("torch")
+    r = _bench_json(tmp_path, "--no-baseline", "--peer", "torch", "--epochs", "2")
+    assert r["contenders"] == ["jaxcnn", "torch"] and r["rounds"] == 2
+    assert r["compile_seconds"]["torch"] is None and r["torch_threads"] == os.cpu_count()
+    assert all(len(r["epoch_seconds"][name]) == 2 for name in r["contenders"])
+    medians = {name: statistics.median(s) for name, s in r["epoch_seconds"].items()}
+    assert r["seconds_per_epoch"] == medians
+    assert r["ratios"] == {"torch/jaxcnn": medians["torch"] / medians["jaxcnn"]}
