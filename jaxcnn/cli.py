@@ -49,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and the original toolbox")
     p.add_argument("--golden", help="toolbox_golden.mat (default ../shared/golden/ or $JAXCNN_GOLDEN)")
 
-    p = sub.add_parser("bench", help="time epochs: compile, steady state, baseline ratio")
-    p.add_argument("config", nargs="?", default=None)
-    p.add_argument("--epochs", type=int, default=3)
+    p = sub.add_parser("bench", help="time epochs of jaxcnn, the baseline and a peer, interleaved: ratios of medians")
+    p.add_argument("config", nargs="?", default=None, help="configs/*.toml (default configs/fashion_mnist.toml)")
+    p.add_argument("--epochs", type=int, default=3, help="timed rounds (each contender runs one epoch a round)")
     p.add_argument("--float64", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
+    p.add_argument("--no-baseline", action="store_true", help="do not time the autodiff lax.conv baseline")
+    p.add_argument("--peer", choices=["torch"], help="also time another framework on the same net (needs jaxcnn[peers])")
 
     p = sub.add_parser("import-mat", help="toolbox cnn struct (.mat) -> net.npz")
     p.add_argument("mat")
@@ -150,7 +151,7 @@ def _bench(args) -> int:
     from . import bench
 
     return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline,
-                      float64=args.float64)
+                      peer=args.peer, float64=args.float64)
 
 
 def _import_mat(args) -> int:

@@ -1,0 +1,136 @@
+"""`jaxcnn bench`: the baseline and the torch peer compute the same maths as jaxcnn, the contenders take
+turns epoch by epoch, and the record's ratios are the ratios of its medians (no timed assertions)."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import bench, cli, peers
+from jaxcnn.data import one_hot, to_float
+from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool
+from jaxcnn.model import loss
+from jaxcnn.net import init_net
+from jaxcnn.train import batch_matrix, train_epoch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def assert_trees_close(actual, expected, rtol):
+    """Same tree structure, then every leaf within rtol of the largest entry of its expected leaf."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    leaves = jax.tree.leaves(expected)
+    assert leaves
+    for a, e in zip(jax.tree.leaves(actual), leaves):
+        e = np.asarray(e)
+        np.testing.assert_allclose(np.asarray(a), e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
+@pytest.mark.parametrize("layers, image_shape", [(EXAMPLE_LAYERS, (28, 28, 1)),
+                                                 ((Input(), Conv(3, 3), Pool(2), Conv(2, 2)), (10, 14, 2))])
+def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, rng):
+    """The benchmark's denominator computes `model.loss` and its gradient, also with non-square multi-channel maps
+    (where an NHWC flatten or a kernel transposed the wrong way would show)."""
+    net = init_net(jax.random.key(3), layers, image_shape, 10, jnp.float64)
+    net = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape), net)     # non-zero biases too
+    x = jnp.asarray(rng.uniform(size=(7, *image_shape)))
+    y = jnp.asarray(one_hot(rng.integers(0, 10, 7), 10, np.float64))
+    value, grads = jax.value_and_grad(bench.baseline_loss)(net, x, y)
+    expected_value, expected_grads = jax.value_and_grad(loss)(net, x, y)
+    assert value.dtype == jnp.float64 and value > 0
+    np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+    assert_trees_close(grads, expected_grads, 1e-12)
+
+
+def test_contenders_take_turns_on_the_same_batches():
+    """A B C A B C ..., each epoch timed on its own, round r on batches_of(r)."""
+    calls, ticks = [], iter(range(100))
+    epochs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("jaxcnn", "baseline", "torch")}
+    seconds = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: next(ticks) ** 2)
+    assert calls == [("jaxcnn", "order 0"), ("baseline", "order 0"), ("torch", "order 0"),
+                     ("jaxcnn", "order 1"), ("baseline", "order 1"), ("torch", "order 1")]
+    # clock readings 0, 1, 4, 9, ... in pairs around each epoch: 1-0, 9-4, 25-16, 49-36, 81-64, 121-100
+    assert seconds == {"jaxcnn": [1, 13], "baseline": [5, 17], "torch": [9, 21]}
+
+
+def test_ratios_are_medians_over_jaxcnn():
+    assert bench.ratios({"jaxcnn": 2.0, "baseline": 15.0, "torch": 5.0}) == {"baseline/jaxcnn": 7.5, "torch/jaxcnn": 2.5}
+    assert bench.ratios({"jaxcnn": 2.0}) == {}
+
+
+def test_torch_peer_is_the_same_maths(fashion):
+    """One epoch of 3 steps on 60 Fashion-MNIST images in float64: torch's per-step losses and final weights
+    are jaxcnn's `train_epoch`, from the same initial weights and the same permutation."""
+    torch = pytest.importorskip("torch")
+    x = to_float(fashion.train_images[:60, :, :, None], np.float64)
+    y = one_hot(fashion.train_labels[:60], 10, np.float64)
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float64)
+    order = np.random.default_rng(5).permutation(60)
+
+    module, epoch = peers.torch_trainer(net, x, y, alpha=1.0)
+    assert module[0].weight.dtype == torch.float64
+    assert_trees_close(peers.jax_params(module), net.params, 0)                 # it starts from jaxcnn's weights
+    losses = epoch(batch_matrix(order, 20))
+    trained, expected_losses = train_epoch(net, x, y, order, alpha=1.0, batchsize=20)
+
+    assert losses.shape == (3,) and np.all(np.diff(losses) != 0)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-10)
+    assert_trees_close(peers.jax_params(module), jax.tree.map(np.asarray, trained.params), 1e-10)
+    moved = np.abs(peers.jax_params(module)["ffW"] - np.asarray(net.params["ffW"])).max()
+    assert moved > 1e-3                                                         # the weights did train
+
+
+def test_torch_peer_without_torch_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)                             # `import torch` raises ImportError
+    with pytest.raises(ValueError, match=r"pip install 'jaxcnn\[peers\]'"):
+        peers.import_torch()
+    assert cli.main(["bench", "--peer", "torch", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxcnn: error: --peer torch needs PyTorch") and err.count("\n") == 1
+
+
+def test_bench_is_only_reached_through_the_cli():
+    assert "__main__" not in (REPO / "jaxcnn" / "bench.py").read_text()
+
+
+def _bench_json(tmp_path, *args):
+    config = tmp_path / "tiny.toml"
+    config.write_text('[train]\nbatchsize = 50\n\n[data]\ndataset = "fashion_mnist"\nn_train = 200\nn_test = 100\n')
+    result = subprocess.run([sys.executable, "-m", "jaxcnn", "bench", str(config), "--epochs", "1", "--json", *args],
+                            capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_bench_json_record(tmp_path):
+    """The real command on a tiny config: one object whose lists have one entry per timed round and whose
+    ratio is the ratio of the medians."""
+    r = _bench_json(tmp_path)
+    assert (r["n_train"], r["n_test"], r["batchsize"], r["steps_per_epoch"]) == (200, 100, 50, 4)
+    assert r["dataset"] == "fashion_mnist" and r["dtype"] == "float32" and r["rounds"] == 1
+    assert r["contenders"] == ["jaxcnn", "baseline"]
+    for name in r["contenders"]:
+        assert len(r["epoch_seconds"][name]) == 1 and r["compile_seconds"][name] > 0 and r["warmup_seconds"][name] > 0
+        assert r["seconds_per_epoch"][name] == statistics.median(r["epoch_seconds"][name])
+        assert r["images_per_second"][name] == pytest.approx(200 / r["seconds_per_epoch"][name], rel=1e-12)
+    assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
+    assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
+
+
+def test_bench_json_record_with_the_torch_peer_and_no_baseline(tmp_path):
+    pytest.importorskip("torch")
+    r = _bench_json(tmp_path, "--no-baseline", "--peer", "torch", "--epochs", "2")
+    assert r["contenders"] == ["jaxcnn", "torch"] and r["rounds"] == 2
+    assert r["compile_seconds"]["torch"] is None and r["torch_threads"] == os.cpu_count()
+    assert all(len(r["epoch_seconds"][name]) == 2 for name in r["contenders"])
+    medians = {name: statistics.median(s) for name, s in r["epoch_seconds"].items()}
+    assert r["seconds_per_epoch"] == medians
+    assert r["ratios"] == {"torch/jaxcnn": medians["torch"] / medians["jaxcnn"]}
