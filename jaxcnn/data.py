@@ -14,13 +14,15 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_writer
 
 
 class DataError(ValueError):
@@ -204,29 +206,20 @@ def sha256_of(path) -> str:
 
 
 def _download_one(url: str, target: Path, sha256: str, timeout: float) -> None:
-    """Fetch `url` into a temporary file beside `target`; rename it into place only if its SHA-256 matches."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            expected_length = response.headers.get("Content-Length")
-            size = 0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                digest.update(block)
-                size += len(block)
-            if expected_length is not None and size != int(expected_length):
-                raise DataError(f"{target.name}: truncated download from {url}: "
-                                f"{size} of {expected_length} bytes")
-            out.flush()
-            os.fsync(out.fileno())
+    """Fetch `url` into `target` atomically (`fileio.atomic_writer`), keeping it only if it arrived
+    whole and its SHA-256 matches."""
+    with atomic_writer(target) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        expected_length = response.headers.get("Content-Length")
+        digest, size = hashlib.sha256(), 0
+        for block in iter(lambda: response.read(1 << 20), b""):
+            out.write(block)
+            digest.update(block)
+            size += len(block)
+        if expected_length is not None and size != int(expected_length):
+            raise DataError(f"{target.name}: truncated download from {url}: {size} of {expected_length} bytes")
         if digest.hexdigest() != sha256:
             raise DataError(f"{target.name}: SHA-256 mismatch for {url}: got {digest.hexdigest()}, "
                             f"expected {sha256}; the file was not cached")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def mirrors_from_env() -> tuple[str, ...]:
@@ -254,9 +247,9 @@ def fetch(source: Source, folder=None, mirrors=None, timeout: float = 30.0) -> P
             except DataError as err:
                 errors.append(str(err))
             except (urllib.error.URLError, OSError, ValueError) as err:
-                errors.append(f"{mirror + name}: {getattr(err, 'reason', err)}")
+                errors.append(f"{urllib.parse.urlsplit(mirror).netloc or mirror}: {getattr(err, 'reason', err)}")
         else:
-            raise DataError(f"could not download {name} of {source.name} into {folder}:\n  " + "\n  ".join(errors))
+            raise DataError(f"could not download {name} of {source.name} into {folder} ({'; '.join(errors)})")
     return folder
 
 
@@ -278,7 +271,7 @@ def load_dataset(dataset: str = "mnist", folder=None, mirrors=None) -> Dataset:
     except DataError as err:
         target = cache_root() / dataset
         raise DataError(
-            f"{dataset} is not available offline and could not be downloaded.\n{err}\n"
+            f"{dataset} is not available here and could not be downloaded: {err}. "
             f"Alternatives: put the four IDX files (train-images-idx3-ubyte.gz, ...) into {target} "
             f"(or set JAXCNN_DATA_DIR), point data.dir at a folder of them or at mnist_uint8.mat "
             f"(--set data.dir=PATH), or train on Fashion-MNIST (configs/fashion_mnist.toml; "

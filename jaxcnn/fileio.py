@@ -6,6 +6,7 @@ A reader therefore sees either the old file or the new one, never half of one, e
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,13 +19,18 @@ import numpy as np
 META_KEY = "__meta__"
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_writer(path):
+    """A binary file that replaces `path` only when the `with` block ends without an exception.
+
+    Written beside `path` under a temporary name, fsynced, renamed over `path`, and the folder fsynced.
+    An exception inside the block (a digest that does not match, say) leaves `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         delay = float(os.environ.get("JAXCNN_TEST_WRITE_DELAY", "0"))   # crash tests kill us here
@@ -39,6 +45,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -77,6 +77,7 @@ def test_offline_mnist_is_one_clear_line(tmp_path):
                     env={"JAXCNN_DATA_DIR": str(tmp_path / "cache"), "JAXCNN_MIRRORS": "http://127.0.0.1:9/"})
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("jaxcnn: error: mnist is not available")
     assert str(tmp_path / "cache" / "mnist") in result.stderr and "configs/fashion_mnist.toml" in result.stderr
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
