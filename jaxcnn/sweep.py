@@ -37,13 +37,12 @@ from .train import batch_matrix, epoch_scan, evaluate
 
 
 def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config_mod.Config]]:
-    """(base config, the swept values of each member, each member's config)."""
+    """(base config = the first member's, the swept values of each member, each member's config)."""
     raw = config_mod.read_raw(path, overrides)
     table = raw.pop("sweep", None)
     if not isinstance(table, dict) or not table:
         raise config_mod.ConfigError(f"{path}: a sweep needs a [sweep.<section>] table of lists, e.g. "
                                      f"[sweep.train] seed = [0, 1, 2]")
-    base = config_mod.from_dict(raw)
     axes = []
     for section, body in table.items():
         if not isinstance(body, dict):
@@ -63,7 +62,7 @@ def load(path, overrides=()) -> tuple[config_mod.Config, list[dict], list[config
             member_raw.setdefault(section, {})[key] = value
         configs.append(config_mod.from_dict(member_raw))
         values.append(assignment)
-    return base, values, configs
+    return configs[0], values, configs
 
 
 def program_key(cfg, image_shape, n_classes: int, n: int):
