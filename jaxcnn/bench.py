@@ -34,7 +34,7 @@ from .numerics import HIGHEST, mse_loss, sigm, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
 from .train import batch_matrix, evaluate, make_epoch_fn
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fashion_mnist.toml"
+DEFAULT_CONFIG = "fashion_mnist"                 # a packaged config (jaxcnn configs)
 REFERENCE = "jaxcnn"                      # the denominator of every ratio
 
 

@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a net from a TOML config")
-    p.add_argument("config", nargs="?", help="configs/*.toml (optional with --resume: the run's own config)")
+    p.add_argument("config", nargs="?", help="a packaged config's name (see `jaxcnn configs`) or a .toml file "
+                                                 "(optional with --resume: the run's own config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last good checkpoint")
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sweep", help="train many nets at once from a sweep config (one program, sharded across devices)")
-    p.add_argument("config", help="configs/sweep_*.toml")
+    p.add_argument("config", help="a sweep config: a packaged name (sweep_seeds, sweep_alpha) or a .toml file")
     p.add_argument("--batching", choices=["side-by-side", "vmap"], default="side-by-side",
                    help="how a device's members share its program: independent scans (default, faster on CPU) or jax.vmap")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override the base config")
@@ -47,15 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="prove the delta-rule backprop against jax.grad, finite differences "
                                       "and the original toolbox")
-    p.add_argument("--golden", help="toolbox_golden.mat (default ../shared/golden/ or $JAXCNN_GOLDEN)")
+    p.add_argument("--golden", help="the full toolbox_golden.mat, or a compact .npz (default: the copy shipped "
+                                        "with jaxcnn)")
 
     p = sub.add_parser("bench", help="time epochs of jaxcnn, the baseline and a peer, interleaved: ratios of medians")
-    p.add_argument("config", nargs="?", default=None, help="configs/*.toml (default configs/fashion_mnist.toml)")
+    p.add_argument("config", nargs="?", default=None, help="a config name or .toml file (default fashion_mnist)")
     p.add_argument("--epochs", type=int, default=3, help="timed rounds (each contender runs one epoch a round)")
     p.add_argument("--float64", action="store_true")
     p.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
     p.add_argument("--no-baseline", action="store_true", help="do not time the autodiff lax.conv baseline")
     p.add_argument("--peer", choices=["torch"], help="also time another framework on the same net (needs jaxcnn[peers])")
+
+    sub.add_parser("configs", help="list the packaged configs with their descriptions")
 
     p = sub.add_parser("import-mat", help="toolbox cnn struct (.mat) -> net.npz")
     p.add_argument("mat")
@@ -142,7 +146,7 @@ def _eval(args) -> int:
 
 
 def _verify(args) -> int:
-    from verification import report
+    from .verification import report
 
     return report.main(args.golden)
 
@@ -152,6 +156,16 @@ def _bench(args) -> int:
 
     return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline,
                       peer=args.peer, float64=args.float64)
+
+
+def _configs(args) -> int:
+    from . import config as config_mod
+
+    configs = config_mod.packaged()
+    width = max(map(len, configs))
+    for name, resource in configs.items():
+        print(f"{name:<{width}}  {config_mod.description(resource)}")
+    return 0
 
 
 def _import_mat(args) -> int:
@@ -171,7 +185,7 @@ def _export_mat(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench,
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench, "configs": _configs,
             "import-mat": _import_mat, "export-mat": _export_mat}
 
 

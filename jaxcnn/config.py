@@ -6,6 +6,7 @@ Sections and keys keep the toolbox's names (`opts.alpha`, `opts.batchsize`, `opt
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import tomllib
 import typing
 from pathlib import Path
@@ -143,8 +144,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def read_raw(path, overrides: list[str] = ()) -> dict[str, Any]:
-    """A TOML config file as nested dicts, with `--set section.key=value` overrides applied (not yet checked)."""
-    path = Path(path)
+    """A TOML config file as nested dicts, with `--set section.key=value` overrides applied (not yet checked).
+
+    `path` is a file, or the name of a packaged config (`resolve`)."""
+    path = resolve(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -158,7 +161,7 @@ def read_raw(path, overrides: list[str] = ()) -> dict[str, Any]:
 
 
 def load(path, overrides: list[str] = ()) -> Config:
-    """Read a TOML config file and apply `--set section.key=value` overrides."""
+    """Read a TOML config file (or packaged config, by name) and apply `--set section.key=value` overrides."""
     return from_dict(read_raw(path, overrides))
 
 
@@ -193,3 +196,32 @@ def diff(a: Config, b: Config) -> list[str]:
     return [f"{s}.{k}" for s in da for k in da[s] if da[s][k] != db[s][k]]
 
 
+
+
+def packaged() -> dict:
+    """The configs that ship with jaxcnn (the repository's configs/), by name: {"mnist": resource, ...}."""
+    folder = importlib.resources.files("jaxcnn.configs")
+    return {Path(entry.name).stem: entry for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".toml")}
+
+
+def resolve(name_or_path):
+    """A config file: an existing path as given, else the packaged config of that name (`mnist`, `mnist.toml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    configs = packaged()
+    name = path.stem if path.suffix == ".toml" and path.parent == Path(".") else str(name_or_path)
+    if name in configs:
+        return configs[name]
+    if path.suffix == ".toml" or path.parent != Path("."):
+        raise ConfigError(f"config file {path} does not exist (packaged configs: {', '.join(configs)})")
+    raise ConfigError(f"no config named {name!r}: give a .toml path or one of {', '.join(configs)}")
+
+
+def description(resource) -> str:
+    """A config's one-line description: the first line of its header comment."""
+    for line in resource.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""

@@ -274,7 +274,7 @@ def load_dataset(dataset: str = "mnist", folder=None, mirrors=None) -> Dataset:
             f"{dataset} is not available here and could not be downloaded: {err}. "
             f"Alternatives: put the four IDX files (train-images-idx3-ubyte.gz, ...) into {target} "
             f"(or set JAXCNN_DATA_DIR), point data.dir at a folder of them or at mnist_uint8.mat "
-            f"(--set data.dir=PATH), or train on Fashion-MNIST (configs/fashion_mnist.toml; "
+            f"(--set data.dir=PATH), or train on Fashion-MNIST (jaxcnn train fashion_mnist; "
             f"apt-get install dataset-fashion-mnist)") from None
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 META_KEY = "__meta__"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -29,6 +31,7 @@ def atomic_writer(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)                   # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

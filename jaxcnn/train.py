@@ -123,9 +123,14 @@ def smoothed_loss(losses, previous=None) -> np.ndarray:
 
 
 def predict(net: Net, images) -> jax.Array:
-    """The network's outputs `o` for a batch of images: (N, classes), each in (0, 1).
+    """The network's outputs `o`, each in (0, 1): (N, classes) for a batch (N, H, W) or (N, H, W, C),
+    (classes,) for one image (H, W) or (H, W, C).
 
     Computed by `jaxcnn.fast.forward` (the same values as `model.forward_nhwc`, faster on CPU)."""
+    images = jnp.asarray(images)
+    h, w, c = net.input_shape
+    if images.shape in ({(h, w, c), (h, w)} if c == 1 else {(h, w, c)}):
+        return _predict(net, as_nhwc(net, images[None]))[0]
     return _predict(net, as_nhwc(net, images))
 
 

@@ -30,11 +30,12 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(scope="session")
 def golden():
-    import scipy.io
+    """The full toolbox_golden.mat (the packaged compact copy is tested against it in test_verification)."""
+    from jaxcnn.verification import golden as golden_mod
 
     if not GOLDEN.is_file():
         pytest.fail(f"{GOLDEN} is missing: the tests need ../shared/golden beside the checkout")
-    return scipy.io.loadmat(GOLDEN, struct_as_record=False)
+    return golden_mod.load(GOLDEN)
 
 
 @pytest.fixture(scope="session")

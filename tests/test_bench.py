@@ -125,6 +125,7 @@ def test_bench_json_record(tmp_path):
     assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
 
 
+@pytest.mark.slow
 def test_bench_json_record_with_the_torch_peer_and_no_baseline(tmp_path):
     pytest.importorskip("torch")
     r = _bench_json(tmp_path, "--no-baseline", "--peer", "torch", "--epochs", "2")

@@ -80,7 +80,7 @@ def test_offline_mnist_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("jaxcnn: error: mnist is not available")
-    assert str(tmp_path / "cache" / "mnist") in result.stderr and "configs/fashion_mnist.toml" in result.stderr
+    assert str(tmp_path / "cache" / "mnist") in result.stderr and "jaxcnn train fashion_mnist" in result.stderr
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
 
@@ -101,3 +101,12 @@ def test_float64_from_the_command_line_is_float64(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "f64" / "summary.json").read_text())["dtype"] == "float64"
     assert netfile.net_arrays(netfile.load(tmp_path / "f64" / "net.npz"))["ffW"].dtype == np.float64
+
+
+def test_configs_lists_every_packaged_config_with_its_description(capsys):
+    from jaxcnn import cli
+
+    assert cli.main(["configs"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert set(lines) == {p.stem for p in (REPO / "configs").glob("*.toml")}
+    assert lines["sweep_seeds"].startswith("Eight seeds of test_example_CNN.m")

@@ -92,3 +92,17 @@ def test_dumps_round_trips_and_diff_names_keys(tmp_path):
     assert again == cfg
     other = config.load(tmp_path / "c.toml", ["train.alpha=0.1", "data.n_train=100"])
     assert config.diff(cfg, other) == ["train.alpha", "data.n_train"]
+
+
+def test_packaged_configs_by_name(tmp_path):
+    names = config.packaged()
+    assert set(names) == {p.stem for p in CONFIGS.glob("*.toml")}                  # configs/ is the one source
+    assert config.load("fashion_mnist") == config.load(CONFIGS / "fashion_mnist.toml")
+    assert config.load("mnist.toml") == config.load(CONFIGS / "mnist.toml")
+    (tmp_path / "mnist.toml").write_text("[train]\nnumepochs = 7\n")
+    assert config.load(tmp_path / "mnist.toml").train.numepochs == 7                # a path wins over a name
+    assert config.description(names["mnist"]).startswith("test_example_CNN.m")
+    with pytest.raises(config.ConfigError, match="no config named 'mnsit': give a .toml path or one of fashion_mnist"):
+        config.load("mnsit")
+    with pytest.raises(config.ConfigError, match="config file nowhere/x.toml does not exist"):
+        config.load("nowhere/x.toml")

@@ -9,7 +9,7 @@ from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model
 from jaxcnn.net import as_nhwc
 from jaxcnn.layers import Conv, Input, Pool
 from tests.helpers import assert_trees_close
-from verification.checks import random_case
+from jaxcnn.verification.checks import random_case
 
 SLOW = pytest.mark.slow                                                 # 5-9 s each on 2 cores: full tier only
 STACKS = [

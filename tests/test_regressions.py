@@ -25,6 +25,7 @@ def jaxcnn(*args, cwd=REPO):
                           cwd=cwd, env={**env, "JAX_PLATFORMS": "cpu"}, timeout=600)
 
 
+@pytest.mark.slow
 def test_resume_of_a_float64_run_without_its_config_stays_float64(tmp_path):
     """`--resume DIR` with the config omitted reads the run folder's config.toml, float64 included."""
     (tmp_path / "f64.toml").write_text('[train]\nbatchsize = 25\nnumepochs = 2\ndtype = "float64"\n'
@@ -67,12 +68,12 @@ def test_export_mat_keeps_a_float64_net_exact(tmp_path, float64_net):
 
 
 def test_import_mat_keeps_the_toolbox_float64_values(tmp_path, golden):
-    want = toolbox.from_toolbox(toolbox.struct_to_dict(golden["cnn_init"][0, 0]))
+    want = toolbox.from_toolbox(golden["cnn_init"])
     toolbox.save_net(tmp_path / "init.mat", want)
     result = jaxcnn("import-mat", tmp_path / "init.mat", tmp_path / "init.npz")
     assert result.returncode == 0, result.stderr
     arrays = netfile.net_arrays(netfile.load(tmp_path / "init.npz"))
-    np.testing.assert_array_equal(want.params["ffW"], golden["cnn_init"][0, 0].ffW)
+    np.testing.assert_array_equal(want.params["ffW"], golden["cnn_init"]["ffW"])
     assert arrays["ffW"].dtype == np.float64
     np.testing.assert_array_equal(arrays["ffW"], want.params["ffW"])
     np.testing.assert_array_equal(arrays["conv2.k"], want.params["conv"][1]["k"])

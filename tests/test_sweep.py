@@ -162,6 +162,7 @@ def _members_equal_solo_runs(tmp_path, optimizer, axes, expect_groups):
     return rows, configs
 
 
+@pytest.mark.slow
 def test_a_scheduled_sweep_trains_each_member_with_its_own_alpha_and_momentum(tmp_path):
     """Once, every member of a scheduled sweep trained with member 0's alpha, and sgd with momentum
     [0, 0.9] failed with a tree-structure error."""

@@ -13,7 +13,7 @@ def test_golden_net_loads_and_predicts_the_toolbox_outputs(golden):
     net = toolbox.load_net(GOLDEN, var="cnn_grads")      # a struct with the extra fields a, d, dk, o, L, fv, ...
     assert net.layers == EXAMPLE_LAYERS and net.input_shape == (28, 28, 1) and net.dtype == np.float64
     o = predict(net, toolbox.images_from_matlab(golden["x"]))
-    np.testing.assert_allclose(np.asarray(o).T, golden["cnn_grads"][0, 0].o, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(o).T, golden["cnn_grads"]["o"], rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("layers, shape", [

@@ -185,3 +185,17 @@ def test_real_subset_loss_falls_past_the_plateau_in_float32(fashion):
     assert losses[1][-20:].mean() < 0.40 < losses[0][:20].mean()          # measured: 0.52 -> 0.38
     test_x = to_float(fashion.test_images[:1000], np.float32)
     assert evaluate(net, test_x, fashion.test_labels[:1000]).error_rate < 0.65   # measured 0.54; chance 0.9
+
+
+def test_predict_takes_one_image_or_a_batch():
+    grey = init_net(jax.random.key(0), SMALL, (10, 10), 4)
+    x, _ = _data(n=3)
+    batch = np.asarray(predict(grey, x))
+    assert batch.shape == (3, 4)
+    np.testing.assert_allclose(np.asarray(predict(grey, x[1])), batch[1], rtol=1e-13)            # (H, W)
+    np.testing.assert_allclose(np.asarray(predict(grey, x[1][..., None])), batch[1], rtol=1e-13)  # (H, W, 1)
+    rgb = init_net(jax.random.key(0), SMALL, (10, 10, 3), 4)
+    images = np.random.default_rng(0).random((2, 10, 10, 3))
+    np.testing.assert_allclose(np.asarray(predict(rgb, images[0])), np.asarray(predict(rgb, images))[0], rtol=1e-13)
+    with pytest.raises(ValueError, match=r"images must be .* \(10, 10, 3\), got shape \(10, 10\)"):
+        predict(rgb, images[0, ..., 0])

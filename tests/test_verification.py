@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from jaxcnn import EXAMPLE_LAYERS, init_net
-from verification import backprop as bp
-from verification import checks
+from jaxcnn.verification import backprop as bp
+from jaxcnn.verification import checks
 
 
 def _assert_rows(rows):
@@ -66,3 +66,16 @@ def test_a_wrong_derivation_is_caught(monkeypatch, mistake):
     failed = [row.check for row in rows if not row.passed]
     assert any("dk conv1" in name for name in failed), rows
     assert not any("dffW" in name or "dffb" in name for name in failed)    # the output layer is still right
+
+
+def test_the_packaged_golden_equals_the_full_file(golden):
+    """verification/golden.npz (what an installed jaxcnn verifies against) gives back every value the
+    checks read from ../shared/golden/toolbox_golden.mat, bit for bit."""
+    from jaxcnn.verification import golden as golden_mod
+
+    packaged = golden_mod.load()
+    assert golden_mod.PACKAGED.stat().st_size < 2_000_000
+    assert golden_mod.differences(packaged, golden) == []
+    assert packaged["train_x500"].shape == (28, 28, 500) and packaged["x"].shape == (28, 28, 50)
+    changed = dict(golden, Ls=golden["Ls"] * (1 + 1e-15))
+    assert golden_mod.differences(packaged, changed) == [".Ls: values differ"]

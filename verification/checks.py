@@ -6,7 +6,6 @@ Every check compares two independently computed things and returns `Row`s; pytes
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import jax
@@ -17,7 +16,8 @@ from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
 from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
 from jaxcnn.numerics import use_dtype
-from verification import backprop as bp
+from jaxcnn.verification import backprop as bp
+from jaxcnn.verification import golden as golden_mod
 
 GRAD_RTOL = 1e-12
 GOLDEN_ATOL = 1e-12
@@ -57,14 +57,6 @@ def compare(name, got, want, tol, kind="rel") -> Row:
     abs_err = float(np.max(np.abs(g - w), initial=0))
     scale = float(np.max(np.abs(w), initial=0))
     return Row(name, abs_err, abs_err / scale if scale else abs_err, tol, kind)
-
-
-def golden_path() -> Path:
-    env = os.environ.get("JAXCNN_GOLDEN")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent.parent
-    return here.parent / "shared" / "golden" / "toolbox_golden.mat"
 
 
 # ---- 1. manual backprop == jax.grad -------------------------------------------------------------
@@ -197,7 +189,7 @@ def _weights(analytic):
 
 
 def check_numerical(golden) -> list[Row]:
-    tb = toolbox.struct_to_dict(golden["gc_init"][0, 0])
+    tb = golden["gc_init"]
     x, y = bp.input_maps(golden["gx"]), golden["gy"]
     worst, analytic = numgradcheck(tb, x, y)
     rows = [Row("cnnnumgradcheck (2c-2s-2c-2s): |numeric - delta rule|", worst, float("nan"), NUMGRAD_ATOL, "abs")]
@@ -206,7 +198,7 @@ def check_numerical(golden) -> list[Row]:
     _, autodiff = loss_and_grad(net, images, targets)
     rows.append(compare("cnnnumgradcheck case: jax.grad vs delta rule",
                         autodiff, toolbox.grads_from_toolbox(analytic, net), GRAD_RTOL))
-    toolbox_grads = toolbox.struct_to_dict(golden["gc_grads"][0, 0])        # the toolbox's own cnnbp on this case
+    toolbox_grads = golden["gc_grads"]        # the toolbox's own cnnbp on this case
     rows.append(compare("cnnnumgradcheck case: toolbox cnnbp vs delta rule",
                         [np.ravel(analytic["L"]), analytic["dffW"], analytic["dffb"], _conv_grads_of(analytic)],
                         [np.ravel(toolbox_grads["L"]), toolbox_grads["dffW"], toolbox_grads["dffb"], _conv_grads_of(toolbox_grads)],
@@ -275,18 +267,9 @@ def _jax_convn_valid(a, k):
 
 # ---- 4. parity with the original toolbox ----------------------------------------------------------
 
-def load_golden(path=None):
-    import scipy.io
-
-    path = Path(path) if path else golden_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"golden file {path} not found (set JAXCNN_GOLDEN or pass --golden)")
-    return scipy.io.loadmat(path, struct_as_record=False)
-
-
 def check_golden(golden) -> list[Row]:
-    init = toolbox.struct_to_dict(golden["cnn_init"][0, 0])
-    want = toolbox.struct_to_dict(golden["cnn_grads"][0, 0])
+    init = golden["cnn_init"]
+    want = golden["cnn_grads"]
     net = toolbox.from_toolbox(init)
     images, targets = toolbox.images_from_matlab(golden["x"]), toolbox.targets_from_matlab(golden["y"])
     rows = []
@@ -317,7 +300,7 @@ def check_golden(golden) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         toolbox.save_net(Path(tmp) / "after.mat", trained)
         exported = toolbox.struct_to_dict(toolbox.read_struct(Path(tmp) / "after.mat"))
-    after = toolbox.struct_to_dict(golden["cnn_after"][0, 0])
+    after = golden["cnn_after"]
     rows.append(compare("toolbox cnn_after vs train_epoch + save_net", _weights_of(exported), _weights_of(after),
                         GOLDEN_ATOL, "abs"))
     manual_net = init
@@ -341,8 +324,10 @@ def _weights_of(tb):
 
 
 def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
+    """Every check, grouped; `golden_file` is the full toolbox_golden.mat or a compact copy (default:
+    the copy that ships with jaxcnn, `verification/golden.npz`)."""
     use_dtype("float64")
-    golden = load_golden(golden_file)
+    golden = golden_mod.load(golden_file)
     return [("1. delta rule vs jax.grad", check_autodiff()),
             ("2. central differences", check_numerical(golden)),
             ("3. the derivations", check_derivations()),

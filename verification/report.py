@@ -11,7 +11,7 @@ def _fmt(x: float) -> str:
 
 
 def main(golden=None) -> int:
-    from verification.checks import all_checks
+    from jaxcnn.verification.checks import all_checks
 
     started = time.perf_counter()
     groups = all_checks(golden)

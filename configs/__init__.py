@@ -1,0 +1,1 @@
+"""The packaged configs (`jaxcnn configs` lists them; `jaxcnn train NAME` runs one)."""

@@ -1,0 +1,72 @@
+"""The installed package, as a new user gets it: a wheel built from this tree, installed into a fresh
+venv outside the checkout, runs the verification, trains, evaluates, and imports nothing from here."""
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(cmd, cwd, timeout=900, **env):
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JAX_ENABLE_X64", "VIRTUAL_ENV")}
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env={**environ, "JAX_PLATFORMS": "cpu", **env},
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(venv bin folder, a working folder outside the checkout, the wheel)."""
+    root = tmp_path_factory.mktemp("installed")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "dist", REPO], cwd=root)
+    wheel, = (root / "dist").glob("jaxcnn-*.whl")
+    venv.create(root / "venv", with_pip=True)
+    _run([root / "venv" / "bin" / "python", "-m", "pip", "install", "-q", wheel], cwd=root)
+    (root / "work").mkdir()
+    return root / "venv" / "bin", root / "work", wheel
+
+
+@pytest.mark.slow
+def test_the_wheel_is_small_and_holds_the_package_data(installed):
+    import zipfile
+
+    _, _, wheel = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "jaxcnn/verification/golden.npz" in names and "jaxcnn/verification/checks.py" in names
+    assert {f"jaxcnn/configs/{c.name}" for c in (REPO / "configs").glob("*.toml")} <= set(names)
+    assert not [n for n in names if n.startswith(("verification/", "configs/", "tests/"))]   # no generic top level
+    assert wheel.stat().st_size < 2_000_000
+
+
+@pytest.mark.slow
+def test_imports_come_from_the_installed_package(installed):
+    bin_, work, _ = installed
+    out = _run([bin_ / "python", "-c", "import jaxcnn, jaxcnn.verification, jaxcnn.configs, json;"
+                "print(json.dumps([jaxcnn.__file__, jaxcnn.verification.__file__]))"], cwd=work)
+    for path in json.loads(out.stdout):
+        assert Path(path).resolve().is_relative_to((bin_.parent).resolve()), path
+        assert not Path(path).resolve().is_relative_to(REPO)
+    missing = subprocess.run([bin_ / "python", "-c", "import verification"], cwd=work, capture_output=True)
+    assert missing.returncode != 0                                        # the name stays free for others
+
+
+@pytest.mark.slow
+def test_verify_train_and_eval_run_from_the_wheel(installed):
+    bin_, work, _ = installed
+    verified = _run([bin_ / "jaxcnn", "verify"], cwd=work)
+    assert verified.stdout.splitlines()[-1].startswith(tuple(f"{n} passed, 0 failed" for n in range(80, 200)))
+    listed = _run([bin_ / "jaxcnn", "configs"], cwd=work).stdout
+    assert {line.split()[0] for line in listed.splitlines()} >= {"mnist", "fashion_mnist", "sweep_seeds"}
+    _run([bin_ / "jaxcnn", "train", "fashion_mnist", "--set", "data.n_train=1000", "--set", "data.n_test=200",
+          "--out", "run", "--no-progress"], cwd=work)
+    summary = json.loads((work / "run" / "summary.json").read_text())
+    assert summary["n_train"] == 1000 and summary["n_test"] == 200 and 0 < summary["test_error"] < 0.9
+    evaluated = json.loads(_run([bin_ / "jaxcnn", "eval", "run/net.npz", "--dataset", "fashion_mnist",
+                                 "--n-test", "200", "--json"], cwd=work).stdout)
+    assert evaluated["test_error"] == summary["test_error"]
