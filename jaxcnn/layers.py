@@ -1,8 +1,10 @@
-"""The toolbox's layer stack: `i` (input), `c` (convolution), `s` (mean pooling).
+"""The toolbox's layer stack: `i` (input), `c` (convolution), `s` (pooling).
 
 A stack is a tuple of frozen dataclasses, parsed from the toolbox's own struct fields
 (`type`, `outputmaps`, `kernelsize`, `scale`) and validated up front the way `cnnsetup.m`
 walks `mapsize` through the layers, so a bad stack fails before anything is compiled.
+Beyond the toolbox, a 'c' layer may set `activation` ("sigmoid", the toolbox's, "tanh" or "relu")
+and an 's' layer `pool` ("mean", the toolbox's, or "max"); the defaults are the toolbox's.
 """
 from __future__ import annotations
 
@@ -15,16 +17,22 @@ class Input:
     type: str = "i"
 
 
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+POOLS = ("mean", "max")
+
+
 @dataclasses.dataclass(frozen=True)
 class Conv:
     outputmaps: int
     kernelsize: int
+    activation: str = "sigmoid"
     type: str = "c"
 
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
     scale: int
+    pool: str = "mean"
     type: str = "s"
 
 
@@ -34,6 +42,7 @@ Layer = Union[Input, Conv, Pool]
 EXAMPLE_LAYERS: tuple[Layer, ...] = (Input(), Conv(6, 5), Pool(2), Conv(12, 5), Pool(2))
 
 _FIELDS = {"i": (), "c": ("outputmaps", "kernelsize"), "s": ("scale",)}
+_OPTIONS = {"i": {}, "c": {"activation": ACTIVATIONS}, "s": {"pool": POOLS}}      # optional, with their choices
 _CLASSES = {"i": Input, "c": Conv, "s": Pool}
 
 
@@ -54,10 +63,10 @@ def parse_layers(specs: Sequence[Mapping | Layer]) -> tuple[Layer, ...]:
         kind = spec.get("type")
         if kind not in _FIELDS:
             raise ValueError(f"layer {l}: unknown layer type {kind!r} (expected 'i', 'c' or 's')")
-        unknown = sorted(set(spec) - {"type", *_FIELDS[kind]})
+        unknown = sorted(set(spec) - {"type", *_FIELDS[kind], *_OPTIONS[kind]})
         if unknown:
             raise ValueError(f"layer {l} (type '{kind}'): unknown field(s) {', '.join(unknown)}; "
-                             f"expected {', '.join(_FIELDS[kind]) or 'none'}")
+                             f"expected {', '.join([*_FIELDS[kind], *_OPTIONS[kind]]) or 'none'}")
         values = {}
         for name in _FIELDS[kind]:
             if name not in spec:
@@ -68,6 +77,12 @@ def parse_layers(specs: Sequence[Mapping | Layer]) -> tuple[Layer, ...]:
             if value < 1:
                 raise ValueError(f"layer {l} (type '{kind}'): '{name}' must be >= 1, got {value}")
             values[name] = value
+        for name, choices in _OPTIONS[kind].items():
+            if name in spec:
+                if spec[name] not in choices:
+                    raise ValueError(f"layer {l} (type '{kind}'): '{name}' must be one of {', '.join(choices)}, "
+                                     f"got {spec[name]!r}")
+                values[name] = spec[name]
         layers.append(_CLASSES[kind](**values))
     return tuple(layers)
 
@@ -109,8 +124,20 @@ def layer_shapes(layers: Sequence[Layer], input_shape: Sequence[int]) -> list[tu
 
 
 def layers_to_dicts(layers: Sequence[Layer]) -> list[dict]:
-    """The inverse of `parse_layers`, for configs and saved nets."""
-    return [{"type": layer.type, **{f: getattr(layer, f) for f in _FIELDS[layer.type]}} for layer in layers]
+    """The inverse of `parse_layers`, for configs and saved nets (options only where they are not the default)."""
+    out = []
+    for layer in layers:
+        entry = {"type": layer.type, **{f: getattr(layer, f) for f in _FIELDS[layer.type]}}
+        entry.update({name: getattr(layer, name) for name, choices in _OPTIONS[layer.type].items()
+                      if getattr(layer, name) != choices[0]})
+        out.append(entry)
+    return out
+
+
+def options(layer) -> dict:
+    """A layer's options that differ from the toolbox's, e.g. {"activation": "relu"}."""
+    return {name: getattr(layer, name) for name, choices in _OPTIONS[layer.type].items()
+            if getattr(layer, name) != choices[0]}
 
 
 def describe(layers: Sequence[Layer]) -> str:
@@ -118,7 +145,7 @@ def describe(layers: Sequence[Layer]) -> str:
     parts = []
     for layer in layers:
         if isinstance(layer, Conv):
-            parts.append(f"{layer.outputmaps}c")
+            parts.append(f"{layer.outputmaps}c" + ("" if layer.activation == "sigmoid" else f"({layer.activation})"))
         elif isinstance(layer, Pool):
-            parts.append(f"{layer.scale}s")
+            parts.append(f"{layer.scale}s" + ("" if layer.pool == "mean" else f"({layer.pool})"))
     return "-".join(parts)

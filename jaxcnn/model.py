@@ -1,7 +1,8 @@
 """The reference model: `cnnff.m` as plain JAX, differentiated by `jax.grad`.
 
-`lax.conv` for the convolutions, reshape-and-mean for the pooling, the toolbox's loss, autodiff for
-the gradient: the definition every faster or hand-derived formulation is tested against.
+`lax.conv` for the convolutions, reshape-and-mean (or reshape-and-take-the-first-maximum) for the
+pooling, the output layer's loss, autodiff for the gradient: the definition every faster or
+hand-derived formulation is tested against.
 Array conventions are `jaxcnn.net`'s (natural orientation, NHWC maps, HWIO cross-correlation kernels).
 """
 from __future__ import annotations
@@ -14,13 +15,30 @@ from jax import lax
 
 from .layers import Conv, Pool
 from .net import Net, as_nhwc, as_targets
-from .numerics import HIGHEST, mse_loss, sigm
+from .numerics import HIGHEST, activate, output_and_loss
 
 
 def mean_pool(a, scale: int):
     """Mean over non-overlapping scale×scale blocks, by reshape-and-mean. (N,H,W,C) -> (N,H/s,W/s,C)."""
     n, h, w, c = a.shape
     return a.reshape(n, h // scale, scale, w // scale, scale, c).mean(axis=(2, 4))
+
+
+def max_pool(a, scale: int):
+    """Max over non-overlapping scale×scale blocks. (N,H,W,C) -> (N,H/s,W/s,C).
+
+    Each block's value is taken from its first maximum in row-major window order (as PyTorch does), by
+    an explicit argmax, so that the gradient sends the whole delta to that one element (`jnp.max`'s
+    would split it among ties)."""
+    n, h, w, c = a.shape
+    windows = a.reshape(n, h // scale, scale, w // scale, scale, c).transpose(0, 1, 3, 5, 2, 4)
+    windows = windows.reshape(n, h // scale, w // scale, c, scale * scale)       # row-major window order
+    first = jnp.argmax(windows, axis=-1)[..., None]
+    return jnp.take_along_axis(windows, first, axis=-1)[..., 0]
+
+
+def pool(a, layer: Pool):
+    return mean_pool(a, layer.scale) if layer.pool == "mean" else max_pool(a, layer.scale)
 
 
 def conv_valid(a, k):
@@ -34,23 +52,29 @@ def feature_vector(a):
     return a.transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
 
 
-def forward_nhwc(params: dict, layers, x):
-    """`cnnff.m` on (N, H, W, C) inputs; returns the outputs `o` (N, classes)."""
+def output_input(params: dict, layers, x):
+    """`cnnff.m` up to the output layer on (N, H, W, C) inputs: z = ffW·fv + ffb, (N, classes)."""
     a = x
     conv = iter(params["conv"])
     for layer in layers[1:]:
         if isinstance(layer, Conv):
             p = next(conv)
-            a = sigm(conv_valid(a, p["k"]) + p["b"])              # (N, H-k+1, W-k+1, outputmaps)
+            a = activate(layer.activation, conv_valid(a, p["k"]) + p["b"])   # (N, H-k+1, W-k+1, outputmaps)
         elif isinstance(layer, Pool):
-            a = mean_pool(a, layer.scale)                       # (N, H/s, W/s, maps)
-    fv = feature_vector(a)                                      # (N, fvnum)
-    return sigm(jnp.dot(fv, params["ffW"].T, precision=HIGHEST) + params["ffb"])   # (N, classes)
+            a = pool(a, layer)                                              # (N, H/s, W/s, maps)
+    fv = feature_vector(a)                                                  # (N, fvnum)
+    return jnp.dot(fv, params["ffW"].T, precision=HIGHEST) + params["ffb"]  # (N, classes)
+
+
+def forward_nhwc(params: dict, layers, x, output: str = "sigmoid"):
+    """`cnnff.m` on (N, H, W, C) inputs; returns the outputs `o` (N, classes)."""
+    z = output_input(params, layers, x)
+    return output_and_loss(output, z, jnp.zeros_like(z))[0]
 
 
 def loss(net: Net, images, targets):
     """L for a batch; `images` (N, H, W, C) in the net's dtype, `targets` (N, classes)."""
-    return mse_loss(forward_nhwc(net.params, net.layers, images), targets)
+    return output_and_loss(net.output, output_input(net.params, net.layers, images), targets)[1]
 
 
 _loss_and_grad = jax.jit(jax.value_and_grad(loss))

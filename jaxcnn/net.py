@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .layers import Conv, Layer, layer_shapes, parse_layers
-from .numerics import default_dtype
+from .numerics import OUTPUTS, default_dtype
 
 
 @jax.tree_util.register_dataclass
@@ -26,12 +26,14 @@ class Net:
 
     params = {"conv": [{"k": (kh, kw, C_in, C_out), "b": (C_out,)}, ...],   # one per 'c' layer
               "ffW": (classes, fvnum), "ffb": (classes,)}
+    `output` is the output layer: "sigmoid" (the toolbox's, with L = ½·Σe²/N) or "softmax" (cross-entropy).
     """
 
     params: dict
     layers: tuple[Layer, ...] = dataclasses.field(metadata=dict(static=True))
     input_shape: tuple[int, int, int] = dataclasses.field(metadata=dict(static=True))
     n_classes: int = dataclasses.field(metadata=dict(static=True))
+    output: str = dataclasses.field(default="sigmoid", metadata=dict(static=True))
 
     @property
     def dtype(self):
@@ -44,16 +46,25 @@ def normalise_input_shape(input_shape) -> tuple[int, int, int]:
     return shape if len(shape) == 3 else (*shape, 1)
 
 
-def init_net(key: jax.Array, layers, input_shape, n_classes: int, dtype=None) -> Net:
+INITS = ("toolbox", "he")
+
+
+def init_net(key: jax.Array, layers, input_shape, n_classes: int, dtype=None, *, output: str = "sigmoid",
+             init: str = "toolbox") -> Net:
     """The toolbox's initialisation (`cnnsetup.m`), drawn from an explicit PRNG key.
 
     Kernels ~ U(±sqrt(6 / (fan_in + fan_out))) with fan_in = C_in·k², fan_out = C_out·k²;
-    ffW ~ U(±sqrt(6 / (classes + fvnum))); all biases 0. `input_shape` is (H, W) or (H, W, C).
-    `dtype` defaults to float64 when JAX's x64 mode is on, else float32.
+    ffW ~ U(±sqrt(6 / (classes + fvnum))); all biases 0. `init="he"` draws kernels ~ U(±sqrt(6 / fan_in))
+    and ffW ~ U(±sqrt(6 / fvnum)) instead (He's uniform, for ReLU nets). `input_shape` is (H, W) or
+    (H, W, C). `dtype` defaults to float64 when JAX's x64 mode is on, else float32.
     """
     layers = parse_layers(layers)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     shapes = layer_shapes(layers, input_shape)
     dtype = dtype or default_dtype()
     keys = iter(jax.random.split(key, len(layers) + 1))
@@ -62,15 +73,16 @@ def init_net(key: jax.Array, layers, input_shape, n_classes: int, dtype=None) ->
         key_l = next(keys)
         if isinstance(layer, Conv):
             k, c_out = layer.kernelsize, layer.outputmaps
-            bound = math.sqrt(6.0 / (c_in * k * k + c_out * k * k))
+            fan = c_in * k * k + (c_out * k * k if init == "toolbox" else 0)
+            bound = math.sqrt(6.0 / fan)
             kernel = jax.random.uniform(key_l, (k, k, c_in, c_out), dtype, -bound, bound)
             conv.append({"k": kernel, "b": jnp.zeros((c_out,), dtype)})
     h, w, maps = shapes[-1]
     fvnum = h * w * maps
-    bound = math.sqrt(6.0 / (n_classes + fvnum))
+    bound = math.sqrt(6.0 / (fvnum + (n_classes if init == "toolbox" else 0)))
     ffW = jax.random.uniform(next(keys), (n_classes, fvnum), dtype, -bound, bound)
     params = {"conv": conv, "ffW": ffW, "ffb": jnp.zeros((n_classes,), dtype)}
-    return Net(params, layers, normalise_input_shape(input_shape), n_classes)
+    return Net(params, layers, normalise_input_shape(input_shape), n_classes, output)
 
 
 def count_params(net: Net) -> int:

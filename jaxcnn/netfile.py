@@ -3,7 +3,8 @@
 Entries: `conv{i}.k` (kh, kw, C_in, C_out) and `conv{i}.b` (C_out,) for the i-th 'c' layer
 (1-based), `ffW` (classes, fvnum), `ffb` (classes,), and `__meta__`, a JSON string with
 {"format": "jaxcnn-net", "version": 1, "layers": [...toolbox tables...], "input_shape": [H, W, C],
-"n_classes": K, "dtype": "float32" | "float64"}. Conventions are those of `jaxcnn.net` (natural
+"n_classes": K, "dtype": "float32" | "float64", "output": "sigmoid" | "softmax"}; layer tables carry
+their `activation` / `pool` when not the toolbox's. Conventions are those of `jaxcnn.net` (natural
 orientation, cross-correlation). A net loads in the dtype it was saved in (a float64 net turns on
 JAX's x64 mode through `numerics.use_dtype`), so its values survive every command bit for bit.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from .fileio import load_npz, save_npz
 from .layers import layer_shapes, layers_to_dicts, parse_layers
 from .net import Net
-from .numerics import use_dtype
+from .numerics import OUTPUTS, use_dtype
 
 FORMAT, VERSION = "jaxcnn-net", 1
 
@@ -30,7 +31,8 @@ def net_arrays(net: Net) -> dict[str, np.ndarray]:
 
 def net_meta(net: Net) -> dict:
     return {"format": FORMAT, "version": VERSION, "layers": layers_to_dicts(net.layers),
-            "input_shape": list(net.input_shape), "n_classes": net.n_classes, "dtype": np.dtype(net.dtype).name}
+            "input_shape": list(net.input_shape), "n_classes": net.n_classes, "dtype": np.dtype(net.dtype).name,
+            "output": net.output}
 
 
 def save(path, net: Net) -> None:
@@ -56,7 +58,10 @@ def from_arrays(arrays: dict, meta: dict, where="net") -> Net:
     classes = int(meta["n_classes"])
     params = {"conv": conv, "ffW": _take(arrays, "ffW", (classes, h * w * c), where, dtype),
               "ffb": _take(arrays, "ffb", (classes,), where, dtype)}
-    return Net(params, layers, input_shape, classes)
+    output = meta.get("output", "sigmoid")
+    if output not in OUTPUTS:
+        raise ValueError(f"{where}: unknown output layer {output!r} (expected {', '.join(OUTPUTS)})")
+    return Net(params, layers, input_shape, classes, output)
 
 
 def _take(arrays, key, shape, where, dtype):

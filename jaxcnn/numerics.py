@@ -1,4 +1,5 @@
-"""What the reference model and the fast path share: the sigmoid, the loss, and the float precision.
+"""What the reference model and the fast path share: the activations, the outputs and their losses,
+and the float precision.
 
 `use_dtype` is the one place that turns on JAX's x64 mode. Everything that decides a dtype (a
 config's `train.dtype`, a saved net's arrays, the float64 verification) asks it, after the config
@@ -36,6 +37,53 @@ def default_dtype():
 def sigm(z):
     """The toolbox's `sigm`: 1 ./ (1 + exp(-z))."""
     return 1.0 / (1.0 + jnp.exp(-z))
+
+
+def activate(name: str, z):
+    """A 'c' layer's nonlinearity: the toolbox's sigmoid, tanh, or ReLU."""
+    if name == "sigmoid":
+        return sigm(z)
+    if name == "tanh":
+        return jnp.tanh(z)
+    if name == "relu":
+        return jax.nn.relu(z)                     # relu'(0) = 0
+    raise ValueError(f"unknown activation {name!r} (sigmoid, tanh, relu)")
+
+
+def activation_derivative(name: str, a):
+    """dσ/dz written through the activation a = σ(z), as the delta rule uses it: a(1−a), 1−a², [a > 0]."""
+    if name == "sigmoid":
+        return a * (1 - a)
+    if name == "tanh":
+        return 1 - a * a
+    if name == "relu":
+        return (a > 0).astype(a.dtype)
+    raise ValueError(f"unknown activation {name!r} (sigmoid, tanh, relu)")
+
+
+OUTPUTS = ("sigmoid", "softmax")
+
+
+def output_and_loss(output: str, z, targets):
+    """(o, L) of the output layer from its pre-activations z (N, classes).
+
+    "sigmoid" (the toolbox's): o = σ(z), L = ½·Σ(o − y)²/N.
+    "softmax": o = softmax(z), L = −Σ y·log o / N, with log o = log_softmax(z) (log-sum-exp, stable)."""
+    check_targets(z, targets)
+    if output == "sigmoid":
+        o = sigm(z)
+        return o, mse_loss(o, targets)
+    if output == "softmax":
+        log_o = jax.nn.log_softmax(z, axis=-1)
+        return jnp.exp(log_o), -jnp.sum(targets * log_o) / z.shape[0]
+    raise ValueError(f"unknown output {output!r} (sigmoid, softmax)")
+
+
+def output_delta(output: str, o, targets):
+    """dL/dz · N, the output delta `od`: (o − y)·o(1 − o) for the sigmoid/MSE output (`cnnbp.m`),
+    o − y for softmax with cross-entropy (the softmax Jacobian cancels the 1/o of the loss)."""
+    e = o - targets
+    return e * o * (1 - o) if output == "sigmoid" else e
 
 
 def check_targets(o, targets) -> None:

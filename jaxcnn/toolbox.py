@@ -21,7 +21,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import Conv, Input, Pool, layer_shapes
+from .layers import Conv, Input, Pool, layer_shapes, options
 from .net import Net
 from .numerics import use_dtype
 
@@ -68,9 +68,9 @@ def from_toolbox(tb: dict, input_shape=None, dtype=None) -> Net:
         if kind == "i":
             layers.append(Input())
         elif kind == "c":
-            layers.append(Conv(int(layer["outputmaps"]), int(layer["kernelsize"])))
+            layers.append(Conv(int(layer["outputmaps"]), int(layer["kernelsize"]), layer.get("activation", "sigmoid")))
         elif kind == "s":
-            layers.append(Pool(int(layer["scale"])))
+            layers.append(Pool(int(layer["scale"]), layer.get("pool", "mean")))
         else:
             raise ValueError(f"toolbox net: layer {l} has unknown type {kind!r}")
     layers = tuple(layers)
@@ -92,7 +92,7 @@ def from_toolbox(tb: dict, input_shape=None, dtype=None) -> Net:
                 raise ValueError(f"toolbox net: layer {l} kernels do not fit its kernelsize/maps")
             conv.append({"k": jnp.asarray(k, dtype), "b": jnp.asarray(np.ravel(layer["b"]), dtype)})
     params = {"conv": conv, "ffW": jnp.asarray(ffW, dtype), "ffb": jnp.asarray(np.ravel(tb["ffb"]), dtype)}
-    return Net(params, layers, tuple(shapes[0]), int(ffW.shape[0]))
+    return Net(params, layers, tuple(shapes[0]), int(ffW.shape[0]), tb.get("output", "sigmoid"))
 
 
 def _infer_input_shape(tb, layers, fvnum):
@@ -111,8 +111,25 @@ def _infer_input_shape(tb, layers, fvnum):
     return (side, side, channels)
 
 
-def to_toolbox(net: Net) -> dict:
-    """Net -> toolbox net dict (float64 numpy arrays), ready for `cnnff`/`cnnbp` or a .mat file."""
+def check_representable(net: Net) -> None:
+    """Refuse, naming the option, a net that the toolbox's cnnff/cnnbp cannot run (sigm, mean pooling, sigm output)."""
+    for l, layer in enumerate(net.layers, start=1):
+        for name, value in options(layer).items():
+            raise ValueError(f"the toolbox cannot represent this net: layer {l} has {name} = {value!r} "
+                             f"(DeepLearnToolbox has sigmoid convolutions and mean pooling only)")
+    if net.output != "sigmoid":
+        raise ValueError(f"the toolbox cannot represent this net: output = {net.output!r} "
+                         f"(DeepLearnToolbox has a sigmoid output with the squared error only)")
+
+
+def to_toolbox(net: Net, with_options: bool = False) -> dict:
+    """Net -> toolbox net dict (float64 numpy arrays), ready for `cnnff`/`cnnbp` or a .mat file.
+
+    A net with layer options the toolbox lacks is refused (`check_representable`), unless
+    `with_options`: then its dicts carry `activation` / `pool` per layer and `output`, for the
+    delta rule of `jaxcnn.verification.backprop`, which knows them."""
+    if not with_options:
+        check_representable(net)
     shapes = layer_shapes(net.layers, net.input_shape)
     layers, conv = [], iter(net.params["conv"])
     maps = net.input_shape[2]
@@ -124,18 +141,19 @@ def to_toolbox(net: Net) -> dict:
             k = np.asarray(p["k"], np.float64)
             layers.append({"type": "c", "outputmaps": spec.outputmaps, "kernelsize": spec.kernelsize,
                            "k": [[kernel_to_toolbox(k[:, :, i, j]) for j in range(c_out)] for i in range(maps)],
-                           "b": [float(v) for v in np.asarray(p["b"], np.float64)]})
+                           "b": [float(v) for v in np.asarray(p["b"], np.float64)], **options(spec)})
         else:
-            layers.append({"type": "s", "scale": spec.scale, "b": [0.0] * maps})
+            layers.append({"type": "s", "scale": spec.scale, "b": [0.0] * maps, **options(spec)})
         maps = c_out
-    return {"layers": layers, "ffW": np.asarray(net.params["ffW"], np.float64),
-            "ffb": np.asarray(net.params["ffb"], np.float64).reshape(-1, 1)}
+    tb = {"layers": layers, "ffW": np.asarray(net.params["ffW"], np.float64),
+          "ffb": np.asarray(net.params["ffb"], np.float64).reshape(-1, 1)}
+    return {**tb, "output": net.output} if net.output != "sigmoid" else tb
 
 
 def grads_from_toolbox(tb: dict, like: Net) -> Net:
     """The toolbox's `dk`, `db`, `dffW`, `dffb` as a Net-shaped gradient (same map as the weights)."""
     renamed = {"layers": [dict(layer, k=layer.get("dk"), b=layer.get("db")) if layer.get("type") == "c" else layer
-                          for layer in tb["layers"]], "ffW": tb["dffW"], "ffb": tb["dffb"]}
+                          for layer in tb["layers"]], "ffW": tb["dffW"], "ffb": tb["dffb"], "output": like.output}
     return from_toolbox(renamed, like.input_shape, like.dtype)
 
 
