@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, fast, peers
-from .layers import Conv, Pool, describe
-from .numerics import HIGHEST, mse_loss, sigm, use_dtype
+from . import config as config_mod, data as data_mod, fast, model, peers
+from .layers import Conv, Pool, describe, options
+from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
 from .train import batch_matrix, evaluate, make_epoch_fn
 
@@ -39,22 +39,24 @@ REFERENCE = "jaxcnn"                      # the denominator of every ratio
 
 
 def baseline_loss(net, x, y):
-    """The toolbox net the straightforward way: NCHW `lax.conv`, differentiated by `jax.grad`."""
+    """The net the straightforward way: NCHW `lax.conv`, differentiated by `jax.grad`."""
     a = x.transpose(0, 3, 1, 2)                                           # NHWC -> NCHW
     conv = iter(net.params["conv"])
     for layer in net.layers[1:]:
         if isinstance(layer, Conv):
             p = next(conv)
             z = lax.conv_general_dilated(a, p["k"].transpose(3, 2, 0, 1), (1, 1), "VALID",
-                                         precision=HIGHEST)          # OIHW kernels
-            a = sigm(z + p["b"][None, :, None, None])
+                                         precision=HIGHEST)                # OIHW kernels
+            a = activate(layer.activation, z + p["b"][None, :, None, None])
+        elif isinstance(layer, Pool) and layer.pool == "max":
+            a = model.max_pool(a.transpose(0, 2, 3, 1), layer.scale).transpose(0, 3, 1, 2)
         elif isinstance(layer, Pool):
             n, c, h, w = a.shape
             s = layer.scale
             a = a.reshape(n, c, h // s, s, w // s, s).mean(axis=(3, 5))
     fv = a.reshape(a.shape[0], -1)                                        # NCHW flatten = the toolbox's fv order
-    o = sigm(jnp.dot(fv, net.params["ffW"].T, precision=HIGHEST) + net.params["ffb"])
-    return mse_loss(o, y)
+    z = jnp.dot(fv, net.params["ffW"].T, precision=HIGHEST) + net.params["ffb"]
+    return output_and_loss(net.output, z, y)[1]
 
 
 _baseline_grad = jax.value_and_grad(baseline_loss)
@@ -121,6 +123,9 @@ def _check_peer(peer, cfg):
     if t.optimizer != "sgd" or t.momentum or t.schedule != "constant":
         raise ValueError(f"--peer torch runs plain SGD with a constant alpha; the config asks for "
                          f"optimizer={t.optimizer!r}, momentum={t.momentum}, schedule={t.schedule!r}")
+    if cfg.model.output != "sigmoid" or any(options(layer) for layer in cfg.model.layers):
+        raise ValueError("--peer torch builds the toolbox's net (sigmoid convolutions, mean pooling, sigmoid "
+                         "output); this config has other layer options")
     return torch
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .layers import EXAMPLE_LAYERS, Layer, layers_to_dicts, parse_layers
+from .net import INITS
+from .numerics import OUTPUTS
 from .optimizers import OPTIMIZERS, SCHEDULES, check_hyperparameters
 
 
@@ -35,6 +37,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     layers: tuple[Layer, ...] = EXAMPLE_LAYERS
+    output: str = "sigmoid"       # sigmoid (the toolbox's, squared error) or softmax (cross-entropy)
+    init: str = "toolbox"         # toolbox (cnnsetup.m) or he (for ReLU nets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +66,8 @@ class Config:
 _POSITIVE = {"train.batchsize", "train.numepochs", "checkpoint.keep"}
 _NON_NEGATIVE = {"train.seed", "train.momentum", "data.n_train", "data.n_test", "checkpoint.every_steps"}
 _CHOICES = {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES,
-            "train.dtype": ("float32", "float64"), "data.dataset": ("mnist", "fashion_mnist")}
+            "train.dtype": ("float32", "float64"), "data.dataset": ("mnist", "fashion_mnist"),
+            "model.output": OUTPUTS, "model.init": INITS}
 
 
 def _check_value(key: str, kind, value):

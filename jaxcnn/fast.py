@@ -3,9 +3,11 @@
 Why: on XLA:CPU, `lax.conv_general_dilated` with 1-12 channels and its autodiff transpose run far
 from the hardware's limit, and per-op overhead dominates such small steps. Here every convolution
 is one matrix product with an im2col patch matrix, and the gradient is the lecture's delta rule
-written out as `cnnbp.m` does it: `expand(d)/s²` back through pooling, `d·a(1−a)` through the
-sigmoid, patches @ dzᵀ for the kernels, and the 'full' convolution with rot180(k) back to the
-previous maps as k @ dz followed by col2im (a sum of shifted slices).
+written out as `cnnbp.m` does it: `expand(d)/s²` back through mean pooling (through max pooling,
+expand(d) masked to each window's first maximum), `d·σ'(a)` through the activation, patches @ dzᵀ
+for the kernels, and the 'full' convolution with rot180(k) back to the previous maps as k @ dz
+followed by col2im (a sum of shifted slices). The output delta is (o − y)·o(1 − o) for the
+toolbox's sigmoid/MSE output and o − y for softmax with cross-entropy.
 
 Layouts (chosen by profiling; figures in docs/performance.md):
 - Maps are held channel-major. The first convolution reads the images as (C, N, H, W) (`CNHW`),
@@ -25,7 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .layers import Conv, Pool
-from .numerics import HIGHEST, check_targets, sigm
+from .numerics import HIGHEST, activate, activation_derivative, output_and_loss, output_delta
 
 # XLA:CPU hands small dots and reductions to YNNPACK by default; for these shapes XLA's own (Eigen)
 # kernels were faster (docs/performance.md), so the compiled training and evaluation programs turn
@@ -65,10 +67,12 @@ class ConvRecord(NamedTuple):
 class PoolRecord(NamedTuple):
     layer: Pool
     layout: Layout
+    mask: jax.Array | None           # max pooling: one-hot of each window's first maximum, (..., s·s); else None
 
 
 class Forward(NamedTuple):
     fv: jax.Array                    # (N, fvnum), the toolbox's feature vector
+    z: jax.Array                     # (N, classes), the output layer's input ffW·fv + ffb
     o: jax.Array                     # (N, classes), the outputs
     records: tuple                   # one ConvRecord / PoolRecord per layer after the input
     last_maps_shape: tuple[int, ...]  # shape of the last maps, in `last_layout`
@@ -110,6 +114,37 @@ def mean_pool(a, s: int, layout: Layout):
     return a.reshape(shape).mean(axis=(sh + 1, sw + 2))
 
 
+def _windows(a, s: int, layout: Layout):
+    """Maps -> (..., s·s): each s×s window's values last, in row-major window order."""
+    sh, sw = layout.spatial
+    shape = list(a.shape)
+    shape[sw:sw + 1] = [shape[sw] // s, s]
+    shape[sh:sh + 1] = [shape[sh] // s, s]
+    windows = jnp.moveaxis(a.reshape(shape), (sh + 1, sw + 2), (-2, -1))
+    return windows.reshape(*windows.shape[:-2], s * s)
+
+
+def _unwindow(w, s: int, layout: Layout, shape):
+    """The inverse of `_windows`: (..., s·s) -> maps of `shape`."""
+    sh, sw = layout.spatial
+    w = w.reshape(*w.shape[:-1], s, s)
+    return jnp.moveaxis(w, (-2, -1), (sh + 1, sw + 2)).reshape(shape)
+
+
+def max_pool(a, s: int, layout: Layout):
+    """(pooled maps, mask): each s×s block's first maximum in row-major window order, and a one-hot
+    (..., s·s) mask of where it was, for the delta rule."""
+    windows = _windows(a, s, layout)
+    first = jnp.argmax(windows, axis=-1)
+    pooled = jnp.take_along_axis(windows, first[..., None], axis=-1)[..., 0]
+    return pooled, jax.nn.one_hot(first, s * s, dtype=a.dtype)
+
+
+def unpool_max(d, mask, s: int, layout: Layout, shape):
+    """Back through max pooling: each pooled delta goes whole to its window's maximum (`expand(d) .* mask`)."""
+    return _unwindow(d[..., None] * mask, s, layout, shape)
+
+
 def expand(d, s: int, layout: Layout):
     """`expand(d, [s s 1]) / s²`: each pooled delta spread evenly over its s×s block."""
     sh, sw = layout.spatial
@@ -134,7 +169,7 @@ def feature_vector(a, layout: Layout):
     return a.transpose(layout.to_nchw).reshape(layout.batch_size(a), -1)
 
 
-def forward_records(params: dict, layers, x) -> Forward:
+def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward:
     """`cnnff.m` on (N, H, W, C) images, keeping what the delta rule needs."""
     a, layout = x.transpose(3, 0, 1, 2), CNHW                     # (C, N, H, W)
     records, convs_seen = [], 0
@@ -148,32 +183,34 @@ def forward_records(params: dict, layers, x) -> Forward:
             kernel_matrix = p["k"].reshape(k * k * c_in, layer.outputmaps)     # (k·k·C_in, C_out)
             cols = patches(a, k, layout)                                        # (k·k·C_in, positions)
             z = _dot(kernel_matrix.T, cols).reshape(_conv_out_shape(a, k, layer.outputmaps, layout))
-            a = sigm(z + p["b"][:, None, None, None])                           # (C_out, ...) in `layout`
+            a = activate(layer.activation, z + p["b"][:, None, None, None])     # (C_out, ...) in `layout`
             records.append(ConvRecord(layer, layout, cols, kernel_matrix, a, convs_seen > 0))
             convs_seen += 1
+        elif layer.pool == "max":
+            a, mask = max_pool(a, layer.scale, layout)                          # (C, ..., H/s, W/s, ...)
+            records.append(PoolRecord(layer, layout, mask))
         else:
             a = mean_pool(a, layer.scale, layout)                               # (C, ..., H/s, W/s, ...)
-            records.append(PoolRecord(layer, layout))
+            records.append(PoolRecord(layer, layout, None))
     fv = feature_vector(a, layout)                                              # (N, fvnum)
-    o = sigm(_dot(fv, params["ffW"].T) + params["ffb"])                         # (N, classes)
-    return Forward(fv, o, tuple(records), a.shape, layout)
+    z = _dot(fv, params["ffW"].T) + params["ffb"]                               # (N, classes)
+    o, _ = output_and_loss(output, z, jnp.zeros_like(z))
+    return Forward(fv, z, o, tuple(records), a.shape, layout)
 
 
-def forward(params: dict, layers, x):
+def forward(params: dict, layers, x, output: str = "sigmoid"):
     """`model.forward_nhwc` in this formulation: (N, H, W, C) -> outputs (N, classes)."""
-    return forward_records(params, layers, x).o
+    return forward_records(params, layers, x, output).o
 
 
-def loss_and_grad(params: dict, layers, x, targets):
+def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
     """(L, dL/dparams) for a batch by the delta rule; same values as `jax.value_and_grad(model.loss)`.
 
     `x` (N, H, W, C), `targets` (N, classes) one-hot, both in the params' dtype."""
     n = x.shape[0]
-    fwd = forward_records(params, layers, x)
-    check_targets(fwd.o, targets)
-    e = fwd.o - targets
-    loss = 0.5 * jnp.sum(e * e) / n
-    od = e * fwd.o * (1 - fwd.o)                                   # output delta (N, classes)
+    fwd = forward_records(params, layers, x, output)
+    _, loss = output_and_loss(output, fwd.z, targets)
+    od = output_delta(output, fwd.o, targets)                      # output delta (N, classes)
     grads = {"ffW": _dot(od.T, fwd.fv) / n, "ffb": jnp.sum(od, axis=0) / n}
     layout = fwd.last_layout
     d = _dot(od, params["ffW"])                                    # fvd (N, fvnum)
@@ -183,16 +220,22 @@ def loss_and_grad(params: dict, layers, x, targets):
     for record in reversed(fwd.records):
         d, layout = to_layout(d, layout, record.layout), record.layout
         if isinstance(record, PoolRecord):
-            d = expand(d, record.layer.scale, layout)
+            s = record.layer.scale
+            if record.mask is None:
+                d = expand(d, s, layout)                           # expand(d)/s²
+            else:
+                shape = tuple(dim * s if axis in layout.spatial else dim for axis, dim in enumerate(d.shape))
+                d = unpool_max(d, record.mask, s, layout, shape)   # expand(d) .* mask
             continue
         layer = record.layer
-        dz = d * record.a * (1 - record.a)                         # δ = d·a(1−a), (C_out, ...)
+        dz = d * activation_derivative(layer.activation, record.a)   # δ = d·σ'(a), (C_out, ...)
         dz_matrix = dz.reshape(layer.outputmaps, -1)               # (C_out, positions)
         k = layer.kernelsize
         c_in = record.kernel_matrix.shape[0] // (k * k)
         conv_grads.append({"k": (_dot(record.patches, dz_matrix.T) / n).reshape(k, k, c_in, layer.outputmaps),
                            "b": jnp.sum(dz_matrix, axis=1) / n})
-        if record.needs_input_delta:
-            d = col2im(_dot(record.kernel_matrix, dz_matrix), c_in, k, dz.shape, layout)   # (C_in, H, W, N)
+        if not record.needs_input_delta:
+            break                                                  # the first 'c' layer: nothing before it learns
+        d = col2im(_dot(record.kernel_matrix, dz_matrix), c_in, k, dz.shape, layout)       # (C_in, H, W, N)
     grads["conv"] = conv_grads[::-1]
     return loss, grads

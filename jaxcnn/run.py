@@ -85,7 +85,8 @@ def initial_state(cfg, image_shape, n_classes, steps, dtype):
     """(net, optimizer, opt_state, order_key) of a run: the seed's key split into the initial weights'
     key and the key whose fold_in(epoch) orders each epoch. alpha and momentum are data in opt_state."""
     init_key, order_key = jax.random.split(jax.random.key(cfg.train.seed))
-    net = init_net(init_key, cfg.model.layers, image_shape, n_classes, dtype)
+    net = init_net(init_key, cfg.model.layers, image_shape, n_classes, dtype, output=cfg.model.output,
+                   init=cfg.model.init)
     spec = optimizer_spec(cfg, steps)
     return net, spec.transformation(), init_state(spec, net, cfg.train.alpha, cfg.train.momentum), order_key
 

@@ -37,7 +37,7 @@ def batch_matrix(order, batchsize: int) -> np.ndarray:
 
 def fast_loss_and_grad(net: Net, x, y):
     """(L, grads as a Net) by the fast delta-rule formulation (`jaxcnn.fast`)."""
-    loss, grads = fast.loss_and_grad(net.params, net.layers, x, y)
+    loss, grads = fast.loss_and_grad(net.params, net.layers, x, y, net.output)
     return loss, dataclasses.replace(net, params=grads)
 
 
@@ -136,7 +136,7 @@ def predict(net: Net, images) -> jax.Array:
 
 @functools.partial(jax.jit, compiler_options=fast.XLA_CPU_OPTIONS)
 def _predict(net, x):
-    return fast.forward(net.params, net.layers, x)
+    return fast.forward(net.params, net.layers, x, net.output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +161,7 @@ def _predicted_labels(net, x):
     """Predicted classes, in chunks of EVAL_CHUNK inside one program (patches stay in cache; see
     docs/performance.md). `x` is padded to a whole number of chunks."""
     chunks = x.reshape(-1, EVAL_CHUNK, *x.shape[1:])
-    labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b), axis=1), chunks)
+    labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b, net.output), axis=1), chunks)
     return labels.reshape(-1)
 
 

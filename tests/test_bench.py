@@ -32,12 +32,14 @@ def assert_trees_close(actual, expected, rtol):
         np.testing.assert_allclose(np.asarray(a), e, rtol=rtol, atol=rtol * np.abs(e).max())
 
 
-@pytest.mark.parametrize("layers, image_shape", [(EXAMPLE_LAYERS, (28, 28, 1)),
-                                                 ((Input(), Conv(3, 3), Pool(2), Conv(2, 2)), (10, 14, 2))])
-def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, rng):
+@pytest.mark.parametrize("layers, image_shape, output", [
+    (EXAMPLE_LAYERS, (28, 28, 1), "sigmoid"),
+    ((Input(), Conv(3, 3), Pool(2), Conv(2, 2)), (10, 14, 2), "sigmoid"),
+    ((Input(), Conv(3, 3, "relu"), Pool(2, "max"), Conv(2, 3, "tanh"), Pool(2)), (14, 18, 2), "softmax")])
+def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, output, rng):
     """The benchmark's denominator computes `model.loss` and its gradient, also with non-square multi-channel maps
-    (where an NHWC flatten or a kernel transposed the wrong way would show)."""
-    net = init_net(jax.random.key(3), layers, image_shape, 10, jnp.float64)
+    (where an NHWC flatten or a kernel transposed the wrong way would show) and with every layer option."""
+    net = init_net(jax.random.key(3), layers, image_shape, 10, jnp.float64, output=output)
     net = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape), net)     # non-zero biases too
     x = jnp.asarray(rng.uniform(size=(7, *image_shape)))
     y = jnp.asarray(one_hot(rng.integers(0, 10, 7), 10, np.float64))

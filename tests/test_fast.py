@@ -22,17 +22,49 @@ STACKS = [
 
 
 _autodiff = jax.jit(jax.value_and_grad(model.loss))
-_fast = jax.jit(fast.loss_and_grad, static_argnums=1)
+_fast = jax.jit(fast.loss_and_grad, static_argnums=(1, 4))
 
 
 def _check(net, images, targets):
     x, y = as_nhwc(net, images), jnp.asarray(targets, net.dtype)
     want_loss, want = _autodiff(net, x, y)
-    loss, grads = _fast(net.params, net.layers, x, y)
+    loss, grads = _fast(net.params, net.layers, x, y, net.output)
     assert abs(float(loss - want_loss)) <= 1e-12 * abs(float(want_loss))
     assert_trees_close(grads, want.params, rtol=1e-12, normwise=True, dtype=jnp.float64)
-    np.testing.assert_allclose(fast.forward(net.params, net.layers, x), model.forward_nhwc(net.params, net.layers, x),
-                               rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(fast.forward(net.params, net.layers, x, net.output),
+                               model.forward_nhwc(net.params, net.layers, x, net.output), rtol=1e-13, atol=1e-15)
+
+
+MODERN = [
+    ((Input(), Conv(3, 5, "relu"), Pool(2, "max"), Conv(4, 3, "tanh"), Pool(2)), (20, 16), 5, "softmax"),
+    ((Input(), Conv(2, 3, "tanh"), Pool(3, "max"), Conv(3, 2, "relu"), Conv(2, 1)), (17, 20, 3), 4, "sigmoid"),
+    ((Input(), Pool(2, "max"), Conv(3, 3, "relu"), Pool(2, "max")), (12, 16, 2), 3, "softmax"),
+]
+
+
+@pytest.mark.parametrize("layers, shape, classes, output", MODERN)
+def test_fast_gradient_equals_autodiff_with_every_layer_option(layers, shape, classes, output):
+    net = init_net(jax.random.key(5), layers, shape, classes, output=output)
+    rng = np.random.default_rng(5)
+    _check(net, rng.random((6, *shape)), np.eye(classes)[rng.integers(0, classes, 6)])
+
+
+def test_max_pool_ties_send_the_whole_delta_to_the_first_maximum():
+    """Windows with ties (pixels quantised to a few levels): reference model, autodiff and the fast path
+    agree, and each window's delta lands on one element, the first maximum in row-major order."""
+    layers = (Input(), Pool(2, "max"), Conv(2, 3, "relu"), Pool(2, "max"))
+    net = init_net(jax.random.key(1), layers, (12, 12), 3, output="softmax")
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 3, (4, 12, 12)) / 2.0                      # values 0, 0.5, 1: many ties
+    _check(net, images, np.eye(3)[rng.integers(0, 3, 4)])
+    a = jnp.array([[1.0, 3.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0], [2.0, 2.0, 5.0, 1.0], [2.0, 2.0, 5.0, 5.0]])
+    for layout, to_maps in ((fast.CNHW, lambda m: m[None, None]), (fast.CHWN, lambda m: m[None, :, :, None])):
+        pooled, mask = fast.max_pool(to_maps(a), 2, layout)
+        np.testing.assert_array_equal(pooled.ravel(), [3.0, 0.0, 2.0, 5.0])
+        back = fast.unpool_max(jnp.ones_like(pooled), mask, 2, layout, to_maps(a).shape).reshape(4, 4)
+        np.testing.assert_array_equal(back, [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    grad = jax.grad(lambda m: model.max_pool(m[None, :, :, None], 2).sum())(a)
+    np.testing.assert_array_equal(grad, [[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
 
 
 @pytest.mark.parametrize("layers, shape, classes", STACKS)
