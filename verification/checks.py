@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
-from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool, describe
+from jaxcnn.layers import ACTIVATIONS, EXAMPLE_LAYERS, POOLS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
-from jaxcnn.numerics import use_dtype
+from jaxcnn.numerics import OUTPUTS, use_dtype
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
 
@@ -70,8 +70,10 @@ def toolbox_input(images) -> list:
 
 
 def manual_grads(net, images, targets, manual=bp):
-    """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L."""
-    tb = toolbox.to_toolbox(net)
+    """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L. The net's
+    layer options and output travel in the toolbox dict (`with_options`); a net without options gets the
+    toolbox's own dict."""
+    tb = toolbox.to_toolbox(net, with_options=True)
     result = manual.cnnbp(manual.cnnff(tb, toolbox_input(images)), np.asarray(targets, np.float64).T)
     return toolbox.grads_from_toolbox(result, net), result["L"]
 
@@ -109,11 +111,27 @@ def random_stack(rng: np.random.Generator):
             return tuple(layers), (h, w, c)
 
 
-def random_case(seed: int, batch: int = 4, n_classes: int = 5):
-    """A random net, inputs in [0, 1) and one-hot targets for `random_stack(seed)`."""
-    rng = np.random.default_rng(seed)
+def random_modern_stack(rng: np.random.Generator):
+    """`random_stack` (the same draws first, so the same shapes for a seed), then jaxcnn's options drawn
+    for every layer and the output, so that one stack mixes them: each 'c' sigmoid, tanh or ReLU, each
+    's' mean or max, the output sigmoid or softmax. Returns (layers, input shape, output)."""
     layers, shape = random_stack(rng)
-    net = init_net(jax.random.key(seed), layers, shape, n_classes)
+    drawn = []
+    for layer in layers:
+        if isinstance(layer, Conv):
+            layer = dataclasses.replace(layer, activation=str(rng.choice(ACTIVATIONS)))
+        elif isinstance(layer, Pool):
+            layer = dataclasses.replace(layer, pool=str(rng.choice(POOLS)))
+        drawn.append(layer)
+    return tuple(drawn), shape, str(rng.choice(OUTPUTS))
+
+
+def random_case(seed: int, batch: int = 4, n_classes: int = 5, modern: bool = False):
+    """A random net, inputs in [0, 1) and one-hot targets for `random_stack(seed)`, or with `modern`
+    for `random_modern_stack(seed)`."""
+    rng = np.random.default_rng(seed)
+    layers, shape, output = random_modern_stack(rng) if modern else (*random_stack(rng), "sigmoid")
+    net = init_net(jax.random.key(seed), layers, shape, n_classes, output=output)
     images = rng.random((batch, *shape))
     targets = np.eye(n_classes)[rng.integers(0, n_classes, batch)]
     return net, images, targets
@@ -129,6 +147,27 @@ def check_autodiff(seeds=range(8)) -> list[Row]:
         net, images, targets = random_case(seed)
         rows += check_manual_vs_autodiff(net, images, targets,
                                          f"random #{seed} {describe(net.layers)} {net.input_shape}")
+    return rows
+
+
+MODERN_EXAMPLE = (Input(), Conv(6, 5, "relu"), Pool(2, "max"), Conv(12, 5, "tanh"), Pool(2, "max"))
+
+
+def check_autodiff_modern(seeds=range(6)) -> list[Row]:
+    """The delta rule with jaxcnn's options (tanh' and ReLU', max pooling by mask, softmax's o − y) vs
+    jax.grad: the example net with options, then random stacks that mix them (`random_modern_stack`).
+
+    A ReLU at exactly 0 or a max-pool tie has no derivative, but both sides take the same convention
+    there (ReLU'(0) = 0, the first maximum). Continuous random inputs make neither happen except the
+    exact zeros of dead ReLUs, whose ties are harmless: the delta any of them gets is multiplied by 0."""
+    net = init_net(jax.random.key(0), MODERN_EXAMPLE, (28, 28), 10, output="softmax")
+    rng = np.random.default_rng(0)
+    images, targets = rng.random((6, 28, 28)), np.eye(10)[rng.integers(0, 10, 6)]
+    rows = check_manual_vs_autodiff(net, images, targets, f"modern {describe(net.layers)} {net.output}")
+    for seed in seeds:
+        net, images, targets = random_case(seed, modern=True)
+        rows += check_manual_vs_autodiff(net, images, targets,
+                                         f"modern #{seed} {describe(net.layers)} {net.output} {net.input_shape}")
     return rows
 
 
@@ -328,7 +367,7 @@ def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
     the copy that ships with jaxcnn, `verification/golden.npz`)."""
     use_dtype("float64")
     golden = golden_mod.load(golden_file)
-    return [("1. delta rule vs jax.grad", check_autodiff()),
+    return [("1. delta rule vs jax.grad", check_autodiff() + check_autodiff_modern()),
             ("2. central differences", check_numerical(golden)),
             ("3. the derivations", check_derivations()),
             ("4. parity with the original toolbox", check_golden(golden))]
