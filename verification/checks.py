@@ -176,12 +176,25 @@ def check_autodiff_modern(seeds=range(6)) -> list[Row]:
 def numgradcheck(tb: dict, x: list, y) -> tuple[float, dict]:
     """`cnnnumgradcheck.m`: perturb every weight by ±1e-4, take (L+ - L-) / 2ε with `cnnff`/`cnnbp`,
     and return the largest |numerical − analytical| together with the analytical result."""
+    worst, analytic, _ = _numgradcheck(tb, x, y)
+    return worst, analytic
+
+
+def _numgradcheck(tb: dict, x: list, y, pattern=None) -> tuple[float, dict, int]:
+    """`numgradcheck`, plus, given `pattern` (a function of a `cnnff` result, e.g. `kink_pattern`), the
+    number of perturbed nets whose pattern differs from the unperturbed net's."""
     analytic = bp.cnnbp(bp.cnnff(tb, x), y)
+    want = pattern(bp.cnnff(tb, x)) if pattern else None
+    changed = 0
 
     def loss_with(edit):
+        nonlocal changed
         net = _deep_copy(tb)
         edit(net)
-        return bp.cnnbp(bp.cnnff(net, x), y)["L"]
+        ff = bp.cnnff(net, x)
+        if pattern and not all(np.array_equal(g, w) for g, w in zip(pattern(ff), want, strict=True)):
+            changed += 1
+        return bp.cnnbp(ff, y)["L"]
 
     worst = 0.0
 
@@ -192,7 +205,7 @@ def numgradcheck(tb: dict, x: list, y) -> tuple[float, dict]:
         numeric = (loss_with(lambda n: shift(n, NUMGRAD_EPS)) - loss_with(lambda n: shift(n, -NUMGRAD_EPS))) \
             / (2 * NUMGRAD_EPS)
         worst = max(worst, abs(numeric - grad))
-    return worst, analytic
+    return worst, analytic, changed
 
 
 def _deep_copy(tb):
@@ -253,6 +266,98 @@ def check_numerical(golden) -> list[Row]:
     except AssertionError as err:
         rows.append(Row(f"jax.test_util.check_grads on L: {str(err).splitlines()[0][:60]}",
                         float("nan"), float("nan"), 1e-6, ok=False))
+    return rows
+
+
+# central differences with the options: only where L is differentiable
+
+KINK_MARGIN = 10            # how many times one weight's ±ε reach a kink or tie must be away
+MODERN_NUMGRAD_NETS = (     # (layers, input shape, output): every option, ReLU into max pooling, tanh and ReLU last
+    ((Input(), Conv(3, 3, "relu"), Pool(2, "max"), Conv(2, 3, "tanh")), (10, 10), "softmax"),
+    ((Input(), Conv(2, 3, "tanh"), Pool(2, "max"), Conv(3, 3, "relu")), (10, 10, 2), "sigmoid"),
+)
+
+
+def kink_pattern(ff: dict) -> list:
+    """Which side of every kink and tie a `cnnff` result is on: each ReLU map's a > 0, each max-pool mask."""
+    out = []
+    for l, layer in enumerate(ff["layers"]):
+        if layer["type"] == "c" and layer.get("activation") == "relu":
+            out += [a > 0 for a in ff["a"][l]]
+        if layer["type"] == "s" and layer.get("pool") == "max":
+            out += ff["mask"][l]
+    return out
+
+
+def kink_margin(tb: dict, x: list, eps: float = NUMGRAD_EPS) -> float:
+    """How far `tb` at inputs `x` is from where L has no derivative, in units of how far one weight's ±ε
+    can move things: the least of |z| / reach over the ReLU pre-activations z, and of
+    (largest − second largest) / (2·reach) over the max-pool windows. Windows holding only exact zeros
+    (dead ReLUs) are left out: they stay 0 as long as their ReLUs stay dead, which the first term checks.
+
+    `reach` bounds, to first order, the change one weight's ±ε makes in a layer's values: a 'c' layer's
+    own weight moves its z by ε·max(|a_prev|, 1) (a kernel entry multiplies an input, the bias 1); an
+    earlier weight moves it by at most max_j Σ_i Σ|k{i}{j}| times the previous maps' reach; sigmoid, tanh,
+    ReLU and pooling do not enlarge a change."""
+    margin, reach, prev = np.inf, 0.0, list(x)
+    for layer in tb["layers"][1:]:
+        if layer["type"] == "c":
+            k, maps = layer["k"], range(layer["outputmaps"])
+            own = eps * max(1.0, *(np.max(np.abs(m)) for m in prev))
+            upstream = max(sum(np.sum(np.abs(k[i][j])) for i in range(len(prev))) for j in maps) * reach
+            reach = max(own, upstream)
+            z = [sum(bp.convn_valid(prev[i], k[i][j]) for i in range(len(prev))) + layer["b"][j] for j in maps]
+            if layer.get("activation") == "relu":
+                margin = min(margin, min(np.min(np.abs(zj)) for zj in z) / reach)
+            prev = [bp.activate(layer.get("activation", "sigmoid"), zj) for zj in z]
+        elif layer.get("pool") == "max":
+            s = layer["scale"]
+            for m in prev:
+                h, w, n = m.shape
+                windows = m.reshape(h // s, s, w // s, s, n).transpose(0, 2, 4, 1, 3).reshape(-1, s * s)
+                top = np.sort(windows, axis=1)
+                live = np.any(windows != 0, axis=1)
+                if s > 1 and reach > 0 and live.any():
+                    margin = min(margin, np.min(top[live, -1] - top[live, -2]) / (2 * reach))
+            prev = [bp.max_pool(m, s)[0] for m in prev]
+        else:
+            s = layer["scale"]
+            prev = [bp.convn_valid(m, np.ones((s, s)) / s ** 2)[::s, ::s, :] for m in prev]
+    return float(margin)
+
+
+def case_away_from_kinks(layers, input_shape, output, seed=0, batch=3, n_classes=3, tries=100):
+    """The first (seed, net, images, targets, margin) from `seed` on whose point is at least KINK_MARGIN
+    times one weight's ±ε reach away from every ReLU kink and max-pool tie (`kink_margin`)."""
+    for s in range(seed, seed + tries):
+        net = init_net(jax.random.key(s), layers, input_shape, n_classes, output=output)
+        rng = np.random.default_rng(s)
+        images, targets = rng.random((batch, *net.input_shape)), np.eye(n_classes)[rng.integers(0, n_classes, batch)]
+        margin = kink_margin(toolbox.to_toolbox(net, with_options=True), toolbox_input(images))
+        if margin >= KINK_MARGIN:
+            return s, net, images, targets, margin
+    raise RuntimeError(f"no point {KINK_MARGIN}x away from the kinks in {tries} draws from seed {seed}")
+
+
+def check_numerical_modern(nets=MODERN_NUMGRAD_NETS) -> list[Row]:
+    """`numgradcheck` (ε = 1e-4) on small nets with every option, at points away from ReLU kinks and
+    max-pool ties. At a kink or a tie L has no derivative: its one-sided slopes differ, and a central
+    difference straddling it measures their average, not the derivative the delta rule (or jax.grad)
+    takes by convention. So each point is drawn (`case_away_from_kinks`) until no ReLU pre-activation and
+    no window's top-two gap is within KINK_MARGIN times what one weight's ±ε can move it, and every
+    perturbed forward pass is checked to keep each ReLU's sign and each window's choice (`kink_pattern`)."""
+    rows = []
+    for layers, shape, output in nets:
+        seed, net, images, targets, margin = case_away_from_kinks(layers, shape, output)
+        tb, x, y = toolbox.to_toolbox(net, with_options=True), toolbox_input(images), np.asarray(targets).T
+        worst, analytic, changed = _numgradcheck(tb, x, y, pattern=kink_pattern)
+        name = f"numgradcheck {describe(net.layers)} {output} (seed {seed}, kinks/ties ≥ {margin:.0f}× ε-reach away)"
+        rows.append(Row(f"{name}: |numeric - delta rule|", worst, float("nan"), NUMGRAD_ATOL, "abs"))
+        rows.append(Row(f"{name}: no ±ε step moved a ReLU sign or a max choice ({changed} did)",
+                        float("nan"), float("nan"), 0, ok=changed == 0))
+        _, autodiff = loss_and_grad(net, images, targets)
+        rows.append(compare(f"{name}: jax.grad vs delta rule", autodiff, toolbox.grads_from_toolbox(analytic, net),
+                            GRAD_RTOL))
     return rows
 
 
@@ -368,6 +473,6 @@ def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
     use_dtype("float64")
     golden = golden_mod.load(golden_file)
     return [("1. delta rule vs jax.grad", check_autodiff() + check_autodiff_modern()),
-            ("2. central differences", check_numerical(golden)),
+            ("2. central differences", check_numerical(golden) + check_numerical_modern()),
             ("3. the derivations", check_derivations()),
             ("4. parity with the original toolbox", check_golden(golden))]
