@@ -15,7 +15,8 @@ import numpy as np
 from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
 from jaxcnn.layers import ACTIVATIONS, EXAMPLE_LAYERS, POOLS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
-from jaxcnn.numerics import OUTPUTS, use_dtype
+from jaxcnn.model import max_pool
+from jaxcnn.numerics import OUTPUTS, output_and_loss, use_dtype
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
 
@@ -404,6 +405,59 @@ def check_derivations(seed: int = 0) -> list[Row]:
     return rows
 
 
+def check_modern_derivations(seed: int = 0) -> list[Row]:
+    """Each option's rule against JAX differentiating the real operation (`jnp.tanh`, `jax.nn.relu`,
+    `jax.nn.softmax` and the loss of `jaxcnn.numerics.output_and_loss`, `jaxcnn.model.max_pool`)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    xs = np.linspace(-8, 8, 101)
+    rows.append(compare("tanh'(x) = 1 - a²", bp.tanh_prime(bp.activate("tanh", xs)),
+                        jax.vmap(jax.grad(jnp.tanh))(xs), 1e-13))
+    xs = np.linspace(-8, 8, 100)                       # no x = 0, where ReLU has no derivative
+    rows.append(compare("relu'(x) = [a > 0] (x ≠ 0)", bp.relu_prime(bp.activate("relu", xs)),
+                        jax.vmap(jax.grad(jax.nn.relu))(xs), 0, "abs"))
+    # the output deltas od = N·dL/dz, classes×N as in cnnbp
+    classes, n = 5, 4
+    z, y = 3 * rng.standard_normal((classes, n)), np.eye(classes)[:, rng.integers(0, classes, n)]
+    n_dl_dz = {name: n * jax.grad(lambda zz, name=name: output_and_loss(name, zz.T, jnp.asarray(y.T))[1])(jnp.asarray(z))
+               for name in OUTPUTS}
+    o = bp.sigm(z)
+    rows.append(compare("sigmoid + ½Σe²: od = e·o(1 - o) = N·dL/dz by jax.grad", bp.od_sigmoid(o - y, o),
+                        n_dl_dz["sigmoid"], 1e-13))
+    o = bp.softmax(z)
+    rows.append(compare("softmax: diag(o) - o·oᵀ = jax.jacobian(jax.nn.softmax)",
+                        [bp.softmax_jacobian(o[:, m]) for m in range(n)],
+                        [jax.jacobian(jax.nn.softmax)(jnp.asarray(z[:, m])) for m in range(n)], 1e-13))
+    rows.append(compare("softmax + CE the long way: (diag(o) - o·oᵀ)ᵀ·(-y/o) = o - y",
+                        bp.od_softmax_the_long_way(o, y), o - y, 1e-13))
+    rows.append(compare("softmax + CE: od = o - y = N·dL/dz by jax.grad", bp.od_softmax(o - y, o),
+                        n_dl_dz["softmax"], 1e-13))
+    # max pooling on the toolbox's transposed maps, against jaxcnn.model.max_pool on natural ones; small
+    # integers make ties common, so the first-maximum order (natural row-major) is tested too
+    s = 3
+    ties = rng.integers(0, 3, (9, 12, 4)).astype(np.float64)          # toolbox layout: 12×9 images, N = 4
+
+    def natural(m):
+        return jnp.asarray(m.transpose(2, 1, 0)[..., None])             # (N, H, W, 1)
+
+    def toolbox_layout(m):
+        return np.asarray(m)[..., 0].transpose(2, 1, 0)
+
+    pooled, mask = bp.max_pool(ties, s)
+    rows.append(compare("maxpool value = jaxcnn.model.max_pool (ties: first max, natural row-major)", pooled,
+                        toolbox_layout(max_pool(natural(ties), s)), 0, "abs"))
+    e = rng.standard_normal(pooled.shape)
+    grad = jax.grad(lambda t: jnp.sum(max_pool(t, s)[..., 0] * natural(e)[..., 0]))(natural(ties))
+    rows.append(compare("maxpool δ: expand(e, [s s 1]) .* mask = jax.grad <max_pool(a), e> (ties)",
+                        bp._through_max_pool([e], s, [mask])[0], toolbox_layout(grad), 0, "abs"))
+    a = rng.random((9, 6, 2))
+    pooled, mask = bp.max_pool(a, s)
+    e = rng.random(pooled.shape)
+    rows.append(compare("<maxpool(a), e> = <a, expand(e, [s s 1]) .* mask>", np.sum(pooled * e),
+                        np.sum(a * bp._through_max_pool([e], s, [mask])[0]), 1e-13))
+    return rows
+
+
 def _jax_convn_valid(a, k):
     """MATLAB's convn(a, k, 'valid') as JAX's own true convolution (`jax.scipy.signal.convolve`), for autodiff."""
     return jax.scipy.signal.convolve(a, k, mode="valid", method="direct", precision=jax.lax.Precision.HIGHEST)
@@ -474,5 +528,5 @@ def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
     golden = golden_mod.load(golden_file)
     return [("1. delta rule vs jax.grad", check_autodiff() + check_autodiff_modern()),
             ("2. central differences", check_numerical(golden) + check_numerical_modern()),
-            ("3. the derivations", check_derivations()),
+            ("3. the derivations", check_derivations() + check_modern_derivations()),
             ("4. parity with the original toolbox", check_golden(golden))]
