@@ -213,3 +213,18 @@ def test_a_wrong_derivation_of_an_option_is_caught(monkeypatch, mistake):
     rows = checks.check_manual_vs_autodiff(net, images, targets, "wrong")
     failed = {row.check.removeprefix("wrong: ").removesuffix(" manual vs jax.grad") for row in rows if not row.passed}
     assert failed == must_fail, rows                # the affected gradients fail, the others (and L) still pass
+
+
+def test_max_pool_read_in_the_wrong_order_is_caught_by_the_tie_rows(monkeypatch):
+    """The first maximum in the toolbox array's row-major order (the transposed image's) gives the same
+    values, so random data cannot tell; the tie rows of check_modern_derivations can."""
+    right = bp.max_pool
+
+    def transposed_order(a, s):
+        pooled, mask = right(a.transpose(1, 0, 2), s)
+        return pooled.transpose(1, 0, 2), mask.transpose(1, 0, 2)
+
+    monkeypatch.setattr(bp, "max_pool", transposed_order)
+    rows = checks.check_modern_derivations(seed=3)
+    assert [row.check for row in rows if not row.passed] == \
+           ["maxpool δ: expand(e, [s s 1]) .* mask = jax.grad <max_pool(a), e> (ties)"]
