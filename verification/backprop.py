@@ -4,6 +4,13 @@ Written independently of `jaxcnn.model` (float64 numpy, the toolbox's own layout
 lists `a[j]` of H×W×N arrays holding transposed images, kernels `k[i][j]` used by true
 convolution), so that agreeing with `jax.grad` through the bridge is real evidence.
 Each function's docstring quotes the lines of the toolbox it follows.
+
+Beyond the toolbox, the net dict may carry jaxcnn's layer options (`toolbox.to_toolbox(net,
+with_options=True)`): a 'c' layer's `activation` ("tanh", "relu"), an 's' layer's `pool` ("max"),
+and the net's `output` ("softmax"). Absent keys are the toolbox's own sigmoid, mean pooling and
+sigmoid/MSE output, so a toolbox net runs exactly the toolbox's arithmetic. Each option's rule
+(`tanh_prime`, `relu_prime`, `max_pool` with `_through_max_pool`, `od_softmax`) sits beside the
+line of `cnnbp.m` it replaces, with its derivation in the docstring.
 """
 from __future__ import annotations
 
@@ -53,6 +60,115 @@ def sigm(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def activate(activation: str, z):
+    """A 'c' layer's nonlinearity: the toolbox's `sigm`, `tanh`, or ReLU `max(z, 0)`."""
+    if activation == "sigmoid":
+        return sigm(z)
+    if activation == "tanh":
+        return np.tanh(z)
+    if activation == "relu":
+        return np.maximum(z, 0.0)
+    raise ValueError(f"unknown activation {activation!r} (sigmoid, tanh, relu)")
+
+
+# ---- the activation's derivative, written through a = σ(z) as `cnnbp.m` writes it ----------------
+
+def sigm_prime(a):
+    """The toolbox's σ'(z) = a .* (1 - a) (`cnnbp.m`: `net.layers{l}.a{j} .* (1 - net.layers{l}.a{j})`
+    and `net.fv .* (1 - net.fv)`).
+
+    σ = 1/(1 + e^−z), so σ' = e^−z/(1 + e^−z)² = σ·(1 − σ) = a(1 − a)."""
+    return a * (1 - a)
+
+
+def tanh_prime(a):
+    """tanh'(z) = 1 - a .^ 2, in place of `cnnbp.m`'s `a .* (1 - a)` for a tanh 'c' layer.
+
+    tanh = sinh/cosh, so tanh' = (cosh² − sinh²)/cosh² = 1 − tanh² = 1 − a²."""
+    return 1 - a ** 2
+
+
+def relu_prime(a):
+    """ReLU'(z) = (a > 0), in place of `cnnbp.m`'s `a .* (1 - a)` for a ReLU 'c' layer.
+
+    a = max(z, 0) is z where z > 0 (slope 1) and 0 where z < 0 (slope 0), and a > 0 exactly where z > 0.
+    At z = 0 there is no derivative; the convention is 0, as in `jax.nn.relu` (and PyTorch)."""
+    return (a > 0).astype(np.float64)
+
+
+def derivative(activation: str, a):
+    """dσ/dz through a = σ(z), the factor the delta rule multiplies by: `sigm_prime`, `tanh_prime` or `relu_prime`."""
+    return {"sigmoid": sigm_prime, "tanh": tanh_prime, "relu": relu_prime}[activation](a)
+
+
+# ---- max pooling ---------------------------------------------------------------------------------
+
+def max_pool(a, s):
+    """Max pooling of one map `a` (H×W×N, toolbox layout) over s×s windows: (pooled map, mask).
+
+    Each window takes its first maximum in the natural image's row-major order, as
+    `jaxcnn.model.max_pool` (and PyTorch) do, and the mask is 1 at that element, 0 elsewhere. The
+    toolbox's maps hold transposed images, so the natural (u, v) of a window is its array (v, u), and
+    natural row-major order (u outer, v inner) is column-major order in the array, MATLAB's own
+    `reshape` order:
+
+        w = reshape(a(rows, cols, :), s * s, N);     % column by column = natural row by row
+        [z, i] = max(w);                             % MATLAB's max returns the first maximum
+        mask(rows, cols, :) = reshape(full(sparse(i, 1 : N, 1, s * s, N)), s, s, N);
+    """
+    h, w, n = a.shape
+    pooled, mask = np.zeros((h // s, w // s, n)), np.zeros_like(a, dtype=np.float64)
+    for p in range(h // s):
+        for q in range(w // s):
+            rows, cols = slice(p * s, (p + 1) * s), slice(q * s, (q + 1) * s)
+            window = a[rows, cols, :].reshape(s * s, n, order="F")
+            i = np.argmax(window, axis=0)                      # numpy's argmax returns the first maximum too
+            pooled[p, q, :] = window[i, np.arange(n)]
+            chosen = np.zeros((s * s, n))
+            chosen[i, np.arange(n)] = 1.0
+            mask[rows, cols, :] = chosen.reshape(s, s, n, order="F")
+    return pooled, mask
+
+
+# ---- the output layer ----------------------------------------------------------------------------
+
+def softmax(z):
+    """Column-wise softmax of classes×N pre-activations, exp(z) ./ sum(exp(z)); the column maximum is
+    subtracted first (softmax(z − c) = softmax(z)), so that exp cannot overflow."""
+    ez = np.exp(z - np.max(z, axis=0, keepdims=True))
+    return ez / np.sum(ez, axis=0, keepdims=True)
+
+
+def od_sigmoid(e, o):
+    """The toolbox's output delta, `cnnbp.m`: net.od = net.e .* (net.o .* (1 - net.o)).
+
+    L = ½·Σ(o − y)²/N with o = σ(z): ∂L/∂z = (o − y)·σ'(z)/N = e .* o(1 − o)/N. `od` leaves out the 1/N;
+    `dffW`, `dk`, ... divide by N."""
+    return e * (o * (1 - o))
+
+
+def od_softmax(e, o):
+    """The output delta of a softmax output with cross-entropy, in place of `cnnbp.m`'s
+    `net.od = net.e .* (net.o .* (1 - net.o))`:   net.od = net.e   (= o − y).
+
+    Per sample, L = −Σ_k y_k log o_k with o = softmax(z), whose Jacobian is ∂o_k/∂z_c = o_k([k = c] − o_c):
+    ∂L/∂z_c = −Σ_k (y_k/o_k)·o_k([k = c] − o_c) = −y_c + o_c·Σ_k y_k = o_c − y_c, since Σ_k y_k = 1 (one-hot
+    targets). The sigmoid's o(1 − o) is gone: the Jacobian's o_k cancels the 1/o_k of the log.
+    `od_softmax_the_long_way` takes the same product with nothing cancelled."""
+    return e
+
+
+def softmax_jacobian(o):
+    """∂o_k/∂z_c = o_k([k = c] − o_c) of one sample's softmax output o (classes,): diag(o) − o·oᵀ."""
+    return np.diag(o) - np.outer(o, o)
+
+
+def od_softmax_the_long_way(o, y):
+    """`od` of softmax + cross-entropy by the chain rule with nothing cancelled: for each sample (column)
+    n, (∂o/∂z)ᵀ · ∂L_n/∂o with ∂L_n/∂o = −y ./ o. Equal to `od_softmax`'s o − y for one-hot y."""
+    return np.stack([softmax_jacobian(o[:, n]).T @ (-y[:, n] / o[:, n]) for n in range(o.shape[1])], axis=1)
+
+
 def cnnff(net: dict, x: list) -> dict:
     """`cnnff.m`. `x`: the input maps, a list of H×W×N arrays (one for the toolbox's single channel).
 
@@ -63,26 +179,36 @@ def cnnff(net: dict, x: list) -> dict:
         net.layers{l}.a{j} = z(1 : net.layers{l}.scale : end, 1 : net.layers{l}.scale : end, :);
         net.fv = [net.fv; reshape(net.layers{n}.a{j}, sa(1) * sa(2), sa(3))];
         net.o = sigm(net.ffW * net.fv + repmat(net.ffb, 1, size(net.fv, 2)));
+
+    With options: a 'c' layer's `activation` replaces the `sigm` of its maps (`activate`); a max-pooling
+    's' layer replaces the two mean-pooling lines by `max_pool` and keeps each map's mask in
+    `mask[l][j]` for `cnnbp`; a softmax `output` replaces the last `sigm` by `softmax`.
     """
     layers = net["layers"]
-    acts = [list(x)]
+    acts, masks = [list(x)], [None]
     for l in range(1, len(layers)):
         layer, prev = layers[l], acts[l - 1]
+        mask = None
         if layer["type"] == "c":
             a = []
             for j in range(layer["outputmaps"]):
                 z = 0.0
                 for i in range(len(prev)):
                     z = z + convn_valid(prev[i], layer["k"][i][j])
-                a.append(sigm(z + layer["b"][j]))
+                a.append(activate(layer.get("activation", "sigmoid"), z + layer["b"][j]))
+        elif layer.get("pool", "mean") == "max":
+            pooled = [max_pool(m, layer["scale"]) for m in prev]
+            a, mask = [p for p, _ in pooled], [m for _, m in pooled]
         else:
             s = layer["scale"]
             a = [convn_valid(m, np.ones((s, s)) / s ** 2)[::s, ::s, :] for m in prev]
         acts.append(a)
+        masks.append(mask)
     last = acts[-1]
     fv = np.concatenate([m.reshape(m.shape[0] * m.shape[1], m.shape[2], order="F") for m in last], axis=0)
-    o = sigm(net["ffW"] @ fv + np.asarray(net["ffb"]).reshape(-1, 1))
-    return dict(net, a=acts, fv=fv, o=o)
+    z = net["ffW"] @ fv + np.asarray(net["ffb"]).reshape(-1, 1)
+    o = softmax(z) if net.get("output", "sigmoid") == "softmax" else sigm(z)
+    return dict(net, a=acts, mask=masks, fv=fv, o=o)
 
 
 def cnnbp(net: dict, y) -> dict:
@@ -100,24 +226,38 @@ def cnnbp(net: dict, y) -> dict:
         net.layers{l}.db{j} = sum(net.layers{l}.d{j}(:)) / size(net.layers{l}.d{j}, 3);
         net.dffW = net.od * (net.fv)' / size(net.od, 2);
         net.dffb = mean(net.od, 2);
+
+    With options: a softmax output has L = -sum(y(:) .* log(net.o(:))) / N and `od_softmax` (o − y);
+    the a .* (1 - a) of a tanh or ReLU 'c' layer, in the deltas and in the `fvd` line, becomes
+    `tanh_prime` (1 − a²) or `relu_prime` (a > 0); a max-pooling layer sends δ back along its mask
+    (`_through_max_pool`) instead of spreading it (`_through_pool`). The gradients are the same lines.
     """
     layers, acts = net["layers"], net["a"]
     n = len(layers)
     e = net["o"] - y
-    L = 0.5 * np.sum(e ** 2) / e.shape[1]
-    od = e * (net["o"] * (1 - net["o"]))
+    if net.get("output", "sigmoid") == "softmax":
+        L = -np.sum(y * np.log(net["o"])) / e.shape[1]
+        od = od_softmax(e, net["o"])
+    else:
+        L = 0.5 * np.sum(e ** 2) / e.shape[1]
+        od = od_sigmoid(e, net["o"])
     fvd = net["ffW"].T @ od
     if layers[-1]["type"] == "c":
-        fvd = fvd * (net["fv"] * (1 - net["fv"]))
+        fvd = fvd * derivative(layers[-1].get("activation", "sigmoid"), net["fv"])
     sa = acts[-1][0].shape
     fvnum = sa[0] * sa[1]
     deltas = [None] * n
     deltas[-1] = [fvd[j * fvnum:(j + 1) * fvnum, :].reshape(sa, order="F") for j in range(len(acts[-1]))]
     for l in range(n - 2, 0, -1):
         nxt = layers[l + 1]
-        back = (_through_pool(deltas[l + 1], nxt["scale"]) if nxt["type"] == "s"
-                else _through_conv(acts[l], deltas[l + 1], nxt["k"]))
-        deltas[l] = [a * (1 - a) * b for a, b in zip(acts[l], back)] if layers[l]["type"] == "c" else back
+        if nxt["type"] == "c":
+            back = _through_conv(acts[l], deltas[l + 1], nxt["k"])
+        elif nxt.get("pool", "mean") == "max":
+            back = _through_max_pool(deltas[l + 1], nxt["scale"], net["mask"][l + 1])
+        else:
+            back = _through_pool(deltas[l + 1], nxt["scale"])
+        deltas[l] = ([derivative(layers[l].get("activation", "sigmoid"), a) * b for a, b in zip(acts[l], back)]
+                     if layers[l]["type"] == "c" else back)
     grads = []
     for l in range(n):
         if layers[l]["type"] != "c":
@@ -135,11 +275,23 @@ def cnnbp(net: dict, y) -> dict:
 
 
 def _through_pool(d_next, scale):
-    """Back through an 's' layer (`cnnbp.m`, the 'c' branch, before its a .* (1 - a)):
+    """Back through a mean-pooling 's' layer (`cnnbp.m`, the 'c' branch, before its a .* (1 - a)):
 
         expand(net.layers{l + 1}.d{j}, [net.layers{l + 1}.scale net.layers{l + 1}.scale 1]) / net.layers{l + 1}.scale ^ 2
     """
     return [expand(d, [scale, scale, 1]) / scale ** 2 for d in d_next]
+
+
+def _through_max_pool(d_next, scale, mask):
+    """Back through a max-pooling 's' layer, in place of `cnnbp.m`'s mean-pooling line (`_through_pool`):
+
+        expand(net.layers{l + 1}.d{j}, [net.layers{l + 1}.scale net.layers{l + 1}.scale 1]) .* net.layers{l + 1}.mask{j}
+
+    with no / scale ^ 2. A window's pooled value is one of its elements, z = a(chosen), so ∂z/∂a is 1 at
+    the chosen element and 0 at the others: the window's whole delta goes to that element, which `expand`
+    copies to every element of the window and the mask keeps at one. (Mean pooling has ∂z/∂a = 1/s² at
+    every element instead.)"""
+    return [expand(d, [scale, scale, 1]) * m for d, m in zip(d_next, mask)]
 
 
 def _through_conv(a, d_next, k_next):

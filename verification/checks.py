@@ -13,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import init_net, loss_and_grad, predict, toolbox, train_epoch
-from jaxcnn.layers import EXAMPLE_LAYERS, Conv, Input, Pool, describe
+from jaxcnn.layers import ACTIVATIONS, EXAMPLE_LAYERS, POOLS, Conv, Input, Pool, describe
 from jaxcnn.model import loss as model_loss
-from jaxcnn.numerics import use_dtype
+from jaxcnn.model import max_pool
+from jaxcnn.numerics import OUTPUTS, output_and_loss, use_dtype
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
 
@@ -70,8 +71,10 @@ def toolbox_input(images) -> list:
 
 
 def manual_grads(net, images, targets, manual=bp):
-    """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L."""
-    tb = toolbox.to_toolbox(net)
+    """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L. The net's
+    layer options and output travel in the toolbox dict (`with_options`); a net without options gets the
+    toolbox's own dict."""
+    tb = toolbox.to_toolbox(net, with_options=True)
     result = manual.cnnbp(manual.cnnff(tb, toolbox_input(images)), np.asarray(targets, np.float64).T)
     return toolbox.grads_from_toolbox(result, net), result["L"]
 
@@ -109,11 +112,27 @@ def random_stack(rng: np.random.Generator):
             return tuple(layers), (h, w, c)
 
 
-def random_case(seed: int, batch: int = 4, n_classes: int = 5):
-    """A random net, inputs in [0, 1) and one-hot targets for `random_stack(seed)`."""
-    rng = np.random.default_rng(seed)
+def random_modern_stack(rng: np.random.Generator):
+    """`random_stack` (the same draws first, so the same shapes for a seed), then jaxcnn's options drawn
+    for every layer and the output, so that one stack mixes them: each 'c' sigmoid, tanh or ReLU, each
+    's' mean or max, the output sigmoid or softmax. Returns (layers, input shape, output)."""
     layers, shape = random_stack(rng)
-    net = init_net(jax.random.key(seed), layers, shape, n_classes)
+    drawn = []
+    for layer in layers:
+        if isinstance(layer, Conv):
+            layer = dataclasses.replace(layer, activation=str(rng.choice(ACTIVATIONS)))
+        elif isinstance(layer, Pool):
+            layer = dataclasses.replace(layer, pool=str(rng.choice(POOLS)))
+        drawn.append(layer)
+    return tuple(drawn), shape, str(rng.choice(OUTPUTS))
+
+
+def random_case(seed: int, batch: int = 4, n_classes: int = 5, modern: bool = False):
+    """A random net, inputs in [0, 1) and one-hot targets for `random_stack(seed)`, or with `modern`
+    for `random_modern_stack(seed)`."""
+    rng = np.random.default_rng(seed)
+    layers, shape, output = random_modern_stack(rng) if modern else (*random_stack(rng), "sigmoid")
+    net = init_net(jax.random.key(seed), layers, shape, n_classes, output=output)
     images = rng.random((batch, *shape))
     targets = np.eye(n_classes)[rng.integers(0, n_classes, batch)]
     return net, images, targets
@@ -132,17 +151,51 @@ def check_autodiff(seeds=range(8)) -> list[Row]:
     return rows
 
 
+MODERN_EXAMPLE = (Input(), Conv(6, 5, "relu"), Pool(2, "max"), Conv(12, 5, "tanh"), Pool(2, "max"))
+
+
+def check_autodiff_modern(seeds=range(6)) -> list[Row]:
+    """The delta rule with jaxcnn's options (tanh' and ReLU', max pooling by mask, softmax's o − y) vs
+    jax.grad: the example net with options, then random stacks that mix them (`random_modern_stack`).
+
+    A ReLU at exactly 0 or a max-pool tie has no derivative, but both sides take the same convention
+    there (ReLU'(0) = 0, the first maximum). Continuous random inputs make neither happen except the
+    exact zeros of dead ReLUs, whose ties are harmless: the delta any of them gets is multiplied by 0."""
+    net = init_net(jax.random.key(0), MODERN_EXAMPLE, (28, 28), 10, output="softmax")
+    rng = np.random.default_rng(0)
+    images, targets = rng.random((6, 28, 28)), np.eye(10)[rng.integers(0, 10, 6)]
+    rows = check_manual_vs_autodiff(net, images, targets, f"modern {describe(net.layers)} {net.output}")
+    for seed in seeds:
+        net, images, targets = random_case(seed, modern=True)
+        rows += check_manual_vs_autodiff(net, images, targets,
+                                         f"modern #{seed} {describe(net.layers)} {net.output} {net.input_shape}")
+    return rows
+
+
 # ---- 2. central differences ---------------------------------------------------------------------
 
 def numgradcheck(tb: dict, x: list, y) -> tuple[float, dict]:
     """`cnnnumgradcheck.m`: perturb every weight by ±1e-4, take (L+ - L-) / 2ε with `cnnff`/`cnnbp`,
     and return the largest |numerical − analytical| together with the analytical result."""
+    worst, analytic, _ = _numgradcheck(tb, x, y)
+    return worst, analytic
+
+
+def _numgradcheck(tb: dict, x: list, y, pattern=None) -> tuple[float, dict, int]:
+    """`numgradcheck`, plus, given `pattern` (a function of a `cnnff` result, e.g. `kink_pattern`), the
+    number of perturbed nets whose pattern differs from the unperturbed net's."""
     analytic = bp.cnnbp(bp.cnnff(tb, x), y)
+    want = pattern(bp.cnnff(tb, x)) if pattern else None
+    changed = 0
 
     def loss_with(edit):
+        nonlocal changed
         net = _deep_copy(tb)
         edit(net)
-        return bp.cnnbp(bp.cnnff(net, x), y)["L"]
+        ff = bp.cnnff(net, x)
+        if pattern and not all(np.array_equal(g, w) for g, w in zip(pattern(ff), want, strict=True)):
+            changed += 1
+        return bp.cnnbp(ff, y)["L"]
 
     worst = 0.0
 
@@ -153,7 +206,7 @@ def numgradcheck(tb: dict, x: list, y) -> tuple[float, dict]:
         numeric = (loss_with(lambda n: shift(n, NUMGRAD_EPS)) - loss_with(lambda n: shift(n, -NUMGRAD_EPS))) \
             / (2 * NUMGRAD_EPS)
         worst = max(worst, abs(numeric - grad))
-    return worst, analytic
+    return worst, analytic, changed
 
 
 def _deep_copy(tb):
@@ -217,6 +270,99 @@ def check_numerical(golden) -> list[Row]:
     return rows
 
 
+# central differences with the options: only where L is differentiable
+
+KINK_MARGIN = 10            # how many times one weight's ±ε reach a kink or tie must be away
+MODERN_NUMGRAD_NETS = (     # (layers, input shape, output): every option, ReLU into max pooling, tanh and ReLU last
+    ((Input(), Conv(3, 3, "relu"), Pool(2, "max"), Conv(2, 3, "tanh")), (10, 10), "softmax"),
+    ((Input(), Conv(2, 3, "tanh"), Pool(2, "max"), Conv(3, 3, "relu")), (10, 10, 2), "sigmoid"),
+)
+
+
+def kink_pattern(ff: dict) -> list:
+    """Which side of every kink and tie a `cnnff` result is on: each ReLU map's a > 0, each max-pool mask."""
+    out = []
+    for l, layer in enumerate(ff["layers"]):
+        if layer["type"] == "c" and layer.get("activation") == "relu":
+            out += [a > 0 for a in ff["a"][l]]
+        if layer["type"] == "s" and layer.get("pool") == "max":
+            out += ff["mask"][l]
+    return out
+
+
+def kink_margin(tb: dict, x: list, eps: float = NUMGRAD_EPS) -> float:
+    """How far `tb` at inputs `x` is from where L has no derivative, in units of how far one weight's ±ε
+    can move things: the least of |z| / reach over the ReLU pre-activations z, and of
+    (largest − second largest) / (2·reach) over the max-pool windows. Windows holding only exact zeros
+    (dead ReLUs) are left out: they stay 0 as long as their ReLUs stay dead, which the first term checks.
+
+    `reach` bounds, to first order, the change one weight's ±ε makes in a layer's values: a 'c' layer's
+    own weight moves its z by ε·max(|a_prev|, 1) (a kernel entry multiplies an input, the bias 1); an
+    earlier weight moves it by at most max_j Σ_i Σ|k{i}{j}| times the previous maps' reach; sigmoid, tanh,
+    ReLU and pooling do not enlarge a change."""
+    margin, reach, prev = np.inf, 0.0, list(x)
+    for layer in tb["layers"][1:]:
+        if layer["type"] == "c":
+            k, maps = layer["k"], range(layer["outputmaps"])
+            own = eps * max(1.0, *(np.max(np.abs(m)) for m in prev))
+            upstream = max(sum(np.sum(np.abs(k[i][j])) for i in range(len(prev))) for j in maps) * reach
+            reach = max(own, upstream)
+            z = [sum(bp.convn_valid(prev[i], k[i][j]) for i in range(len(prev))) + layer["b"][j] for j in maps]
+            if layer.get("activation") == "relu":
+                margin = min(margin, min(np.min(np.abs(zj)) for zj in z) / reach)
+            prev = [bp.activate(layer.get("activation", "sigmoid"), zj) for zj in z]
+        elif layer.get("pool") == "max":
+            s = layer["scale"]
+            for m in prev:
+                h, w, n = m.shape
+                windows = m.reshape(h // s, s, w // s, s, n).transpose(0, 2, 4, 1, 3).reshape(-1, s * s)
+                top = np.sort(windows, axis=1)
+                live = np.any(windows != 0, axis=1)
+                if s > 1 and reach > 0 and live.any():
+                    margin = min(margin, np.min(top[live, -1] - top[live, -2]) / (2 * reach))
+            prev = [bp.max_pool(m, s)[0] for m in prev]
+        else:
+            s = layer["scale"]
+            prev = [bp.convn_valid(m, np.ones((s, s)) / s ** 2)[::s, ::s, :] for m in prev]
+    return float(margin)
+
+
+def case_away_from_kinks(layers, input_shape, output, seed=0, batch=3, n_classes=3, tries=100):
+    """The first (seed, net, images, targets, margin) from `seed` on whose point is at least KINK_MARGIN
+    times one weight's ±ε reach away from every ReLU kink and max-pool tie (`kink_margin`)."""
+    for s in range(seed, seed + tries):
+        net = init_net(jax.random.key(s), layers, input_shape, n_classes, output=output)
+        rng = np.random.default_rng(s)
+        images, targets = rng.random((batch, *net.input_shape)), np.eye(n_classes)[rng.integers(0, n_classes, batch)]
+        margin = kink_margin(toolbox.to_toolbox(net, with_options=True), toolbox_input(images))
+        if margin >= KINK_MARGIN:
+            return s, net, images, targets, margin
+    raise RuntimeError(f"no point {KINK_MARGIN}x away from the kinks in {tries} draws from seed {seed}")
+
+
+def check_numerical_modern(nets=MODERN_NUMGRAD_NETS) -> list[Row]:
+    """`numgradcheck` (ε = 1e-4) on small nets with every option, at points away from ReLU kinks and
+    max-pool ties. At a kink or a tie L has no derivative: its one-sided slopes differ, and a central
+    difference straddling it measures their average, not the derivative the delta rule (or jax.grad)
+    takes by convention. So each point is drawn (`case_away_from_kinks`) until no ReLU pre-activation and
+    no window's top-two gap is within KINK_MARGIN times what one weight's ±ε can move it, and every
+    perturbed forward pass is checked to keep each ReLU's sign and each window's choice (`kink_pattern`)."""
+    rows = []
+    for layers, shape, output in nets:
+        seed, net, images, targets, margin = case_away_from_kinks(layers, shape, output)
+        tb, x, y = toolbox.to_toolbox(net, with_options=True), toolbox_input(images), np.asarray(targets).T
+        worst, analytic, changed = _numgradcheck(tb, x, y, pattern=kink_pattern)
+        name = f"numgradcheck {describe(net.layers)} {output}"
+        rows.append(Row(f"{name}: |numeric - delta rule| (seed {seed}, kinks/ties ≥ {margin:.0f}× ε-reach)", worst,
+                        float("nan"), NUMGRAD_ATOL, "abs"))
+        rows.append(Row(f"{name}: no ±ε step crossed a kink or tie" + (f" ({changed} did)" if changed else ""),
+                        float("nan"), float("nan"), 0, ok=changed == 0))
+        _, autodiff = loss_and_grad(net, images, targets)
+        rows.append(compare(f"{name}: jax.grad vs delta rule", autodiff, toolbox.grads_from_toolbox(analytic, net),
+                            GRAD_RTOL))
+    return rows
+
+
 # ---- 3. the derivations themselves ---------------------------------------------------------------
 
 def check_derivations(seed: int = 0) -> list[Row]:
@@ -257,6 +403,59 @@ def check_derivations(seed: int = 0) -> list[Row]:
     sig = bp.sigm(xs)
     rows.append(compare("sigm'(x) = a(1 - a)", sig * (1 - sig), jax.vmap(jax.grad(lambda t: 1 / (1 + jnp.exp(-t))))(xs),
                         1e-13))
+    return rows
+
+
+def check_modern_derivations(seed: int = 0) -> list[Row]:
+    """Each option's rule against JAX differentiating the real operation (`jnp.tanh`, `jax.nn.relu`,
+    `jax.nn.softmax` and the loss of `jaxcnn.numerics.output_and_loss`, `jaxcnn.model.max_pool`)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    xs = np.linspace(-8, 8, 101)
+    rows.append(compare("tanh'(x) = 1 - a²", bp.tanh_prime(bp.activate("tanh", xs)),
+                        jax.vmap(jax.grad(jnp.tanh))(xs), 1e-13))
+    xs = np.linspace(-8, 8, 100)                       # no x = 0, where ReLU has no derivative
+    rows.append(compare("relu'(x) = [a > 0] (x ≠ 0)", bp.relu_prime(bp.activate("relu", xs)),
+                        jax.vmap(jax.grad(jax.nn.relu))(xs), 0, "abs"))
+    # the output deltas od = N·dL/dz, classes×N as in cnnbp
+    classes, n = 5, 4
+    z, y = 3 * rng.standard_normal((classes, n)), np.eye(classes)[:, rng.integers(0, classes, n)]
+    n_dl_dz = {name: n * jax.grad(lambda zz, name=name: output_and_loss(name, zz.T, jnp.asarray(y.T))[1])(jnp.asarray(z))
+               for name in OUTPUTS}
+    o = bp.sigm(z)
+    rows.append(compare("sigmoid + ½Σe²: od = e·o(1 - o) = N·dL/dz by jax.grad", bp.od_sigmoid(o - y, o),
+                        n_dl_dz["sigmoid"], 1e-13))
+    o = bp.softmax(z)
+    rows.append(compare("softmax: diag(o) - o·oᵀ = jax.jacobian(jax.nn.softmax)",
+                        [bp.softmax_jacobian(o[:, m]) for m in range(n)],
+                        [jax.jacobian(jax.nn.softmax)(jnp.asarray(z[:, m])) for m in range(n)], 1e-13))
+    rows.append(compare("softmax + CE the long way: (diag(o) - o·oᵀ)ᵀ·(-y/o) = o - y",
+                        bp.od_softmax_the_long_way(o, y), o - y, 1e-13))
+    rows.append(compare("softmax + CE: od = o - y = N·dL/dz by jax.grad", bp.od_softmax(o - y, o),
+                        n_dl_dz["softmax"], 1e-13))
+    # max pooling on the toolbox's transposed maps, against jaxcnn.model.max_pool on natural ones; small
+    # integers make ties common, so the first-maximum order (natural row-major) is tested too
+    s = 3
+    ties = rng.integers(0, 3, (9, 12, 4)).astype(np.float64)          # toolbox layout: 12×9 images, N = 4
+
+    def natural(m):
+        return jnp.asarray(m.transpose(2, 1, 0)[..., None])             # (N, H, W, 1)
+
+    def toolbox_layout(m):
+        return np.asarray(m)[..., 0].transpose(2, 1, 0)
+
+    pooled, mask = bp.max_pool(ties, s)
+    rows.append(compare("maxpool value = jaxcnn.model.max_pool (ties: first max, natural row-major)", pooled,
+                        toolbox_layout(max_pool(natural(ties), s)), 0, "abs"))
+    e = rng.standard_normal(pooled.shape)
+    grad = jax.grad(lambda t: jnp.sum(max_pool(t, s)[..., 0] * natural(e)[..., 0]))(natural(ties))
+    rows.append(compare("maxpool δ: expand(e, [s s 1]) .* mask = jax.grad <max_pool(a), e> (ties)",
+                        bp._through_max_pool([e], s, [mask])[0], toolbox_layout(grad), 0, "abs"))
+    a = rng.random((9, 6, 2))
+    pooled, mask = bp.max_pool(a, s)
+    e = rng.random(pooled.shape)
+    rows.append(compare("<maxpool(a), e> = <a, expand(e, [s s 1]) .* mask>", np.sum(pooled * e),
+                        np.sum(a * bp._through_max_pool([e], s, [mask])[0]), 1e-13))
     return rows
 
 
@@ -328,7 +527,7 @@ def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
     the copy that ships with jaxcnn, `verification/golden.npz`)."""
     use_dtype("float64")
     golden = golden_mod.load(golden_file)
-    return [("1. delta rule vs jax.grad", check_autodiff()),
-            ("2. central differences", check_numerical(golden)),
-            ("3. the derivations", check_derivations()),
+    return [("1. delta rule vs jax.grad", check_autodiff() + check_autodiff_modern()),
+            ("2. central differences", check_numerical(golden) + check_numerical_modern()),
+            ("3. the derivations", check_derivations() + check_modern_derivations()),
             ("4. parity with the original toolbox", check_golden(golden))]
