@@ -34,7 +34,7 @@ def assert_trees_close(actual, expected, rtol):
 
 @pytest.mark.parametrize("layers, image_shape, output", [
     (EXAMPLE_LAYERS, (28, 28, 1), "sigmoid"),
-    ((Input(), Conv(3, 3), Pool(2), Conv(2, 2)), (10, 14, 2), "sigmoid"),
+    pytest.param((Input(), Conv(3, 3), Pool(2), Conv(2, 2)), (10, 14, 2), "sigmoid", marks=pytest.mark.slow),
     ((Input(), Conv(3, 3, "relu"), Pool(2, "max"), Conv(2, 3, "tanh"), Pool(2)), (14, 18, 2), "softmax")])
 def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, output, rng):
     """The benchmark's denominator computes `model.loss` and its gradient, also with non-square multi-channel maps
@@ -111,6 +111,7 @@ def _bench_json(tmp_path, *args):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_bench_json_record(tmp_path):
     """The real command on a tiny config: one object whose lists have one entry per timed round and whose
     ratio is the ratio of the medians."""

@@ -36,8 +36,10 @@ def _check(net, images, targets):
 
 
 MODERN = [
-    ((Input(), Conv(3, 5, "relu"), Pool(2, "max"), Conv(4, 3, "tanh"), Pool(2)), (20, 16), 5, "softmax"),
-    ((Input(), Conv(2, 3, "tanh"), Pool(3, "max"), Conv(3, 2, "relu"), Conv(2, 1)), (17, 20, 3), 4, "sigmoid"),
+    pytest.param((Input(), Conv(3, 5, "relu"), Pool(2, "max"), Conv(4, 3, "tanh"), Pool(2)), (20, 16), 5, "softmax",
+                 marks=SLOW),
+    pytest.param((Input(), Conv(2, 3, "tanh"), Pool(3, "max"), Conv(3, 2, "relu"), Conv(2, 1)), (17, 20, 3), 4,
+                 "sigmoid", marks=SLOW),
     ((Input(), Pool(2, "max"), Conv(3, 3, "relu"), Pool(2, "max")), (12, 16, 2), 3, "softmax"),
 ]
 
