@@ -1,6 +1,5 @@
 """The layer options beyond the toolbox (tanh, ReLU, max pooling, softmax + cross-entropy): forward on
 hand-computed inputs, configs, saved nets, and the toolbox's refusal."""
-import json
 import subprocess
 import sys
 from pathlib import Path
