@@ -293,7 +293,7 @@ def backward_section(an: Analysis, names) -> str:
     predicted = int(np.argmax(r["o"]))
     loss = float(r["L"])
     od_rule = "od = e (softmax with cross-entropy)" if an.net.output == "softmax" else "od = e .* o(1 − o)"
-    parts.append(f"<p>L = {loss:.6g}. Colour maps: {DIVERGING}, one scale per layer, centred on 0 (red positive, "
+    parts.append(f"<p>L = {loss:.6g}; e = o − y; output delta {od_rule}. Colour maps: {DIVERGING}, one scale per layer, centred on 0 (red positive, "
                  f"blue negative).</p>")
     parts.append('<div class="row">' + bars_figure(r["e"], names, an.label, predicted, "e = o − y", True)
                  + bars_figure(r["od"], names, an.label, predicted, od_rule, True) + "</div>")
