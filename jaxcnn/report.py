@@ -134,8 +134,9 @@ def line_figure(series: dict, xlabel: str, ylabel: str, title: str, logy: bool =
         ax.set_yscale("log")
     if len(series) > 1:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    if xlabel == "epoch":
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if xlabel == "epoch":                          # whole epochs only, also for a one-epoch run
+        epochs = sorted({int(e) for x, _ in series.values() for e in x})
+        ax.set_xticks(epochs) if len(epochs) <= 12 else ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     return img(png_uri(fig), title)
 
