@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: train, eval, verify, bench, import-mat, export-mat.
+"""The `jaxcnn` command: train, eval, verify, bench, report, import-mat, export-mat.
 
 Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
 a diverged run exits 3. `--debug` shows the traceback instead.
@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="resume even if the config changed")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write OUT/report.html when the run ends (see `jaxcnn report`)")
+
+    p = sub.add_parser("report", help="one self-contained HTML page following one test image through a trained run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--image", type=int, default=0, metavar="INDEX", help="the test image to follow (default 0)")
+    p.add_argument("--out", metavar="FILE", help="the page (default RUN_DIR/report.html)")
 
     p = sub.add_parser("sweep", help="train many nets at once from a sweep config (one program, sharded across devices)")
     p.add_argument("config", help="a sweep config: a packaged name (sweep_seeds, sweep_alpha) or a .toml file")
@@ -101,6 +107,19 @@ def _train(args) -> int:
                         progress=not args.no_progress and sys.stderr.isatty())
     print(f"test error {summary['test_error']:.4f} ({summary['n_misclassified']}/{summary['n_test']}), "
           f"{summary['seconds_per_epoch']:.2f} s/epoch, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
+    if args.report:
+        return _report(argparse.Namespace(run_dir=str(out), image=0, out=None))
+    return 0
+
+
+def _report(args) -> int:
+    import time
+
+    from . import report
+
+    started = time.perf_counter()
+    path, _ = report.write(Path(args.run_dir), args.image, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -185,7 +204,7 @@ def _export_mat(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench, "configs": _configs,
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench, "report": _report, "configs": _configs,
             "import-mat": _import_mat, "export-mat": _export_mat}
 
 

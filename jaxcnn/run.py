@@ -1,7 +1,8 @@
 """A training run from a config: data, net, compiled epochs, checkpoints and the run's records.
 
-The output folder receives `config.toml` (resolved), `metrics.jsonl` (one object per epoch),
-`checkpoints/`, and at the end `summary.json`, `loss.png`, `misclassified.png` and `net.npz`.
+The output folder receives `config.toml` (resolved), `metrics.jsonl` (one object per epoch, with
+`delta_rms`: the RMS of each layer's delta-rule δ on a fixed batch), `kernels.npz` (the first two 'c'
+layers' kernels at each epoch's end, for `jaxcnn report`), `checkpoints/`, and at the end `summary.json`, `loss.png`, `misclassified.png` and `net.npz`.
 Each epoch's permutation comes from `fold_in(order_key, epoch)`, so a resumed run replays
 exactly the orders an uninterrupted one would have used.
 """
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, config as config_mod, data as data_mod, netfile, plots
+from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, plots
 from .checkpoint import ArchitectureMismatch, CheckpointError, TrainState
 from .fileio import atomic_write_text
 from .layers import describe
@@ -29,7 +30,10 @@ from .numerics import use_dtype
 from .optimizers import OptimizerSpec, init_state, spec_for
 from .train import batch_matrix, evaluate, make_epoch_fn
 
-RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "net.npz", "loss.png", "misclassified.png")
+RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "net.npz", "loss.png", "misclassified.png", "kernels.npz",
+             "report.html")
+KERNEL_LAYERS = 2           # kernels.npz keeps the first two 'c' layers' kernels
+DELTA_BATCH = 10            # delta_rms is measured on the first DELTA_BATCH training images
 
 
 class RunError(ValueError):
@@ -108,6 +112,33 @@ def _latest_state(out, net, opt_state, log):
             errors.append(str(err))
             log(f"skipping {path.name}: {err}")
     raise CheckpointError("no loadable checkpoint: " + "; ".join(errors))
+
+
+def delta_rms(net, images, targets) -> dict[str, float]:
+    """RMS of each layer's δ (the delta rule of `jaxcnn.verification.backprop`, float64) on one batch,
+    keyed "layer L" (1-based, the toolbox's numbering), plus "od" (the output delta): how the
+    backpropagated signal grows or fades through the net as it trains."""
+    from .verification import backprop as bp
+    from .verification.checks import toolbox_input
+    from . import toolbox
+
+    tb = toolbox.to_toolbox(net, with_options=True)
+    result = bp.cnnbp(bp.cnnff(tb, toolbox_input(images)), np.asarray(targets, np.float64).T)
+    rms = {f"layer {l}": float(np.sqrt(np.mean(np.concatenate([np.ravel(d) for d in layer["d"]]) ** 2)))
+           for l, layer in enumerate(result["layers"], start=1) if layer.get("d")}
+    return {**rms, "od": float(np.sqrt(np.mean(result["od"] ** 2)))}
+
+
+def record_kernels(out, net, epoch: int) -> None:
+    """Append the first KERNEL_LAYERS 'c' layers' kernels after epoch `epoch` (1-based) to out/kernels.npz,
+    atomically; entries from epoch `epoch` on (a resumed run redoing an epoch) are replaced."""
+    path = Path(out) / "kernels.npz"
+    arrays, meta = fileio.load_npz(path) if path.exists() else ({}, {"epochs": []})
+    keep = [i for i, e in enumerate(meta["epochs"]) if e < epoch]
+    new = {f"conv{i}": np.asarray(p["k"], np.float64)[None] for i, p in enumerate(net.params["conv"][:KERNEL_LAYERS], 1)}
+    arrays = {name: np.concatenate([arrays[name][keep], k]) if name in arrays and keep else k for name, k in new.items()}
+    fileio.save_npz(path, arrays, {"epochs": [meta["epochs"][i] for i in keep] + [epoch],
+                                   "layout": "jaxcnn (epochs, kh, kw, C_in, C_out)"})
 
 
 def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True, log=print) -> dict:
@@ -194,9 +225,11 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         seconds.append(time.perf_counter() - started)
         result = evaluate(state.net, x_test, dataset.test_labels)
         epoch_losses = state.losses[-steps:]
+        record_kernels(out, state.net, epoch + 1)
         metrics = {"epoch": epoch + 1, "loss_mean": float(epoch_losses.mean()), "loss_last": float(epoch_losses[-1]),
                    "rL": float(state.rl[-1]), "test_error": result.error_rate,
-                   "n_misclassified": result.n_misclassified, "seconds": round(seconds[-1], 3)}
+                   "n_misclassified": result.n_misclassified, "seconds": round(seconds[-1], 3),
+                   "delta_rms": delta_rms(state.net, x[:DELTA_BATCH], y[:DELTA_BATCH])}
         state = TrainState(state.net, state.opt_state, state.key, epoch + 1, 0, state.losses, state.rl,
                            [*state.metrics, metrics], config_toml)
         checkpoint.save(out, state, cfg.checkpoint.keep)

@@ -58,8 +58,9 @@ def _record(out: Path) -> dict:
                for line in (out / "metrics.jsonl").read_text().splitlines()]
     summary = {k: v for k, v in json.loads((out / "summary.json").read_text()).items() if k not in TIMING}
     arrays, _ = load_npz(checkpoint.list_checkpoints(out)[-1])
+    kernels, kernels_meta = load_npz(out / "kernels.npz")           # the report's per-epoch kernels
     return {"net": netfile.net_arrays(netfile.load(out / "net.npz")), "metrics": metrics, "summary": summary,
-            "losses": arrays["losses"], "rl": arrays["rl"]}
+            "losses": arrays["losses"], "rl": arrays["rl"], "kernels": kernels, "kernel_epochs": kernels_meta["epochs"]}
 
 
 def _assert_same(a, b):
@@ -68,6 +69,9 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(a["net"][key], b["net"][key])       # bit for bit
     np.testing.assert_array_equal(a["losses"], b["losses"])
     np.testing.assert_array_equal(a["rl"], b["rl"])
+    assert a["kernel_epochs"] == b["kernel_epochs"] == list(range(1, len(a["metrics"]) + 1))
+    for key in b["kernels"]:
+        np.testing.assert_array_equal(a["kernels"][key], b["kernels"][key])
 
 
 @pytest.fixture(scope="module")
