@@ -228,3 +228,40 @@ def test_max_pool_read_in_the_wrong_order_is_caught_by_the_tie_rows(monkeypatch)
     rows = checks.check_modern_derivations(seed=3)
     assert [row.check for row in rows if not row.passed] == \
            ["maxpool δ: expand(e, [s s 1]) .* mask = jax.grad <max_pool(a), e> (ties)"]
+
+
+def test_central_difference_margin_is_the_steps_own_distance_to_the_kinks_it_moves():
+    """`central_difference` measures how far one weight's ±ε step is from the kinks and ties that step moves:
+    a ReLU on its kink is 0 away for the kernel that moves it and absent for ffW; a tie whose two elements the
+    step moves alike does not count (while `kink_margin` is 0 there); a tie it moves apart is 0 away."""
+    y = np.array([[1.0], [0.0]])
+    eps = checks.NUMGRAD_EPS
+
+    def by_name(tb, x):
+        return {w.name: w for w in checks.weights(bp.cnnbp(bp.cnnff(tb, x), y))}
+
+    tb, x = _tiny([_one_by_one("relu", 0.5, -0.25)], [[0.5, 0.9], [0.1, 0.7]],
+                  [[1.0, -1.0, 0.5, 2.0], [-0.5, 1.0, 1.0, -1.0]])
+    weights = by_name(tb, x)
+    k = checks.central_difference(tb, x, y, weights["k{1}{1}(1, 1)"])
+    assert (k.margin, k.nearest, k.comparable) == (0, "a ReLU pre-activation of layer 2", False)
+    assert abs(k.slope - weights["k{1}{1}(1, 1)"].grad) > 1e4 * checks.NUMGRAD_ATOL      # comparing it would FAIL
+    f = checks.central_difference(tb, x, y, weights["ffW(1, 2)"])
+    assert (f.margin, f.nearest, f.comparable) == (np.inf, "", True)
+    assert abs(f.slope - weights["ffW(1, 2)"].grad) < checks.NUMGRAD_ATOL
+    # tanh then 2x2 max pooling over natural [[0.3, 0.3], [0.1, 0.2]]: the 0.3s tie, and the bias moves both alike
+    pool = {"type": "s", "scale": 2, "pool": "max"}
+    tb, x = _tiny([_one_by_one("tanh", 1.0, 0.0), pool], [[0.3, 0.3], [0.1, 0.2]], np.ones((2, 1)))
+    assert checks.kink_margin(tb, x) == 0
+    b = checks.central_difference(tb, x, y, by_name(tb, x)["b{1}"])
+    gaps = [np.tanh(v) - np.tanh(0.3) for v in (0.1, 0.2)]
+    steps = [max(abs(np.tanh(v + d) - np.tanh(0.3 + d) - g) for d in (eps, -eps)) for v, g in zip((0.1, 0.2), gaps)]
+    assert b.margin == pytest.approx(min(abs(g) / s for g, s in zip(gaps, steps)), rel=1e-6)
+    assert b.nearest == "a max-pool window of layer 3" and b.comparable
+    assert abs(b.slope - by_name(tb, x)["b{1}"].grad) < checks.NUMGRAD_ATOL
+    # two channels tie at 0.3 from different inputs: k{1}{1} moves one of them only
+    two = {"type": "c", "outputmaps": 1, "kernelsize": 1, "k": [[np.array([[1.0]])], [np.array([[1.0]])]], "b": [0.0],
+           "activation": "tanh"}
+    tb, x = _tiny([two, pool], np.stack([[[0.3, 0.0], [0.1, 0.0]], [[0.0, 0.3], [0.0, 0.0]]], axis=-1), np.ones((2, 1)))
+    apart = checks.central_difference(tb, x, y, by_name(tb, x)["k{1}{1}(1, 1)"])
+    assert (apart.margin, apart.nearest, apart.comparable) == (0, "a max-pool window of layer 3", False)

@@ -346,6 +346,75 @@ def kink_margin(tb: dict, x: list, eps: float = NUMGRAD_EPS) -> float:
     return float(margin)
 
 
+def kink_values(tb: dict, ff: dict, masks) -> list[tuple[str, np.ndarray]]:
+    """Signed distances to every kink and tie of a `cnnff` result `ff` of `tb`, each with what it is: every
+    ReLU pre-activation z (the kink is z = 0), and for every max-pool window each element minus the element
+    `masks` (a reference `cnnff` result's `mask`) chose there (a tie is 0; ≤ 0 at the reference point).
+    Evaluated on perturbed copies of a net with the reference's masks, they say which kinks a step moves."""
+    out = []
+    for l in range(1, len(tb["layers"])):
+        layer, prev = tb["layers"][l], ff["a"][l - 1]
+        if layer["type"] == "c" and layer.get("activation") == "relu":
+            for j in range(layer["outputmaps"]):
+                z = sum(bp.convn_valid(prev[i], layer["k"][i][j]) for i in range(len(prev))) + layer["b"][j]
+                out.append((f"a ReLU pre-activation of layer {l + 1}", z))
+        elif layer["type"] == "s" and layer.get("pool") == "max":
+            s = layer["scale"]
+            for m, mask in zip(prev, masks[l]):
+                h, w = m.shape[0] // s * s, m.shape[1] // s * s
+                m, mask = m[:h, :w], mask[:h, :w]
+                chosen = (m * mask).reshape(h // s, s, w // s, s, -1).sum(axis=(1, 3))
+                out.append((f"a max-pool window of layer {l + 1}", m - bp.expand(chosen, [s, s, 1])))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CentralDifference:
+    """One weight's central difference and how far its ±ε step stays from the kinks and ties it moves."""
+    slope: float          # (L(w + ε) − L(w − ε)) / 2ε
+    margin: float         # least |q| / (how far the step moves q) over the kink values q it moves; inf: none
+    nearest: str          # what that nearest kink or tie is ("" when the step moves none)
+
+    @property
+    def comparable(self) -> bool:
+        """L is differentiable all along the step (KINK_MARGIN to spare), so the slope is its derivative."""
+        return self.margin >= KINK_MARGIN
+
+
+def kink_reference(tb: dict, x: list) -> tuple[list, list]:
+    """(the max-pool masks, `kink_values`) of `tb` at `x`: what `central_difference` measures its steps against,
+    computed once for many weights of one point."""
+    ff = bp.cnnff(tb, x)
+    return ff["mask"], kink_values(tb, ff, ff["mask"])
+
+
+def central_difference(tb: dict, x: list, y, weight: Weight, eps: float = NUMGRAD_EPS,
+                       reference: tuple | None = None) -> CentralDifference:
+    """`cnnnumgradcheck.m`'s (L(w + ε) − L(w − ε)) / 2ε for one weight, with the margin of that step to the kinks.
+
+    Where ±ε straddles a ReLU kink or a max-pool tie, the central difference measures the mean of two one-sided
+    slopes, not the derivative. Real images have flat zero backgrounds, so ties are everywhere; most of them
+    no step moves (both elements move alike, or not at all), and `kink_margin`'s bound over every weight is
+    then 0. Here the step itself is measured: each kink value of `kink_values` before and after ±ε, and the
+    margin is the least |q| over the most the step moved q, among the q the step moved at all. `reference`:
+    `kink_reference(tb, x)`, when it is already known."""
+    masks, here = reference or kink_reference(tb, x)
+    losses, moved = [], [np.zeros(np.shape(q)) for _, q in here]
+    for delta in (eps, -eps):
+        net = shifted(tb, weight, delta)
+        ff_step = bp.cnnff(net, x)
+        losses.append(bp.cnnbp(ff_step, y)["L"])
+        for n, ((_, q0), (_, q)) in enumerate(zip(here, kink_values(net, ff_step, masks), strict=True)):
+            moved[n] = np.maximum(moved[n], np.abs(q - q0))
+    margin, nearest = np.inf, ""
+    for (what, q0), step in zip(here, moved):
+        if np.any(step > 0):
+            ratio = float(np.min(np.abs(q0[step > 0]) / step[step > 0]))
+            if ratio < margin:
+                margin, nearest = ratio, what
+    return CentralDifference((losses[0] - losses[1]) / (2 * eps), margin, nearest)
+
+
 def case_away_from_kinks(layers, input_shape, output, seed=0, batch=3, n_classes=3, tries=100):
     """The first (seed, net, images, targets, margin) from `seed` on whose point is at least KINK_MARGIN
     times one weight's ±ε reach away from every ReLU kink and max-pool tie (`kink_margin`)."""

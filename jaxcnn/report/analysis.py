@@ -74,32 +74,62 @@ def analyse(net, image, label: int, manual=bp) -> Analysis:
     return Analysis(net, tb, result, image, int(label))
 
 
-def proof_rows(an: Analysis, n_sampled: int = N_SAMPLED, seed: int = 0) -> list[checks.Row]:
-    """For the analysed image: the delta rule's gradients vs jax.grad (every weight, per parameter group), and
-    central differences (ε = NUMGRAD_EPS, `cnnnumgradcheck.m`) vs the delta rule on `n_sampled` weights per
-    group: `checks.Row`s."""
+NOT_COMPARABLE = "kink within ε: not comparable"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProofRow:
+    """One row of the proof table: what is compared, its errors and tolerance, the verdict ("pass", "FAIL" or
+    NOT_COMPARABLE, which is neither) and, for a central difference, how far its step is from the kinks."""
+    check: str
+    max_abs: float
+    max_rel: float
+    tol: float
+    kind: str
+    verdict: str
+    note: str = ""
+    weight: str = ""              # central differences: the weight moved ("layer 4 k{2}{3}(1, 5)", toolbox layout)
+    got: float = float("nan")     # central differences: the slope measured
+    want: float = float("nan")    # central differences: the delta rule's gradient of that weight
+
+    @classmethod
+    def of(cls, row: checks.Row, note: str = "") -> "ProofRow":
+        return cls(row.check, row.max_abs, row.max_rel, row.tol, row.kind, "pass" if row.passed else "FAIL", note)
+
+
+def proof_rows(an: Analysis, n_sampled: int = N_SAMPLED, seed: int = 0) -> list[ProofRow]:
+    """For the analysed image: the delta rule's gradients vs jax.grad (every weight, per parameter group), then
+    central differences (ε = NUMGRAD_EPS, `cnnnumgradcheck.m`) vs the delta rule, one row for each of
+    `n_sampled` weights per group. A central difference is only compared where its ±ε step stays KINK_MARGIN
+    times what it moves away from every ReLU kink and max-pool tie it moves (`checks.central_difference`);
+    elsewhere L has no derivative there and the row says NOT_COMPARABLE, with the reason, instead of a verdict."""
     images, targets = an.image[None], an.y.T
     _, auto = loss_and_grad(an.net, images, targets)
     manual = toolbox.grads_from_toolbox(an.result, an.net)
     groups = [(f"layer {l + 1} {name}", lambda g, i=i, name=name: g.params["conv"][i][name])
               for i, l in enumerate(conv_layers(an.tb)) for name in ("k", "b")]
     groups += [("ffW", lambda g: g.params["ffW"]), ("ffb", lambda g: g.params["ffb"])]
-    rows = [checks.compare(f"{name}: delta rule vs jax.grad", get(manual), get(auto), checks.GRAD_RTOL)
-            for name, get in groups]
-    rng = np.random.default_rng(seed)
+    rows = [ProofRow.of(checks.compare(f"{name}: delta rule vs jax.grad", get(manual), get(auto), checks.GRAD_RTOL),
+                        "every weight") for name, get in groups]
+    rng, reference = np.random.default_rng(seed), checks.kink_reference(an.tb, an.x)
     for group, weights in checks.weight_groups(an.result):
-        chosen = sorted(rng.choice(len(weights), size=min(n_sampled, len(weights)), replace=False))
-        numeric = [central_difference(an.tb, an.x, an.y, weights[c]) for c in chosen]
-        rows.append(checks.compare(f"{group}: central differences vs delta rule ({len(chosen)} sampled)",
-                                   np.array(numeric), np.array([weights[c].grad for c in chosen]),
-                                   checks.NUMGRAD_ATOL, "abs"))
+        for c in sorted(rng.choice(len(weights), size=min(n_sampled, len(weights)), replace=False)):
+            weight = weights[c]
+            cd = checks.central_difference(an.tb, an.x, an.y, weight, reference=reference)
+            name = weight.name if group.startswith("ff") else f"{group[:-2]} {weight.name}"
+            row = dataclasses.replace(
+                ProofRow.of(checks.compare(f"{name}: central difference vs delta rule", cd.slope, weight.grad,
+                                           checks.NUMGRAD_ATOL, "abs")), weight=name, got=cd.slope, want=weight.grad)
+            if not cd.nearest:
+                rows.append(dataclasses.replace(row, note="its step moves no kink or tie"))
+            elif cd.comparable:
+                rows.append(dataclasses.replace(row, note=f"nearest kink or tie it moves ({cd.nearest}): "
+                                                          f"{cd.margin:.3g}× its ±ε step away"))
+            else:
+                rows.append(dataclasses.replace(row, verdict=NOT_COMPARABLE, note=(
+                    f"{cd.nearest} is {cd.margin:.2g}× its ±ε step from its kink or tie (needs "
+                    f"{checks.KINK_MARGIN}×): L has no derivative within reach, ±ε measures a mean of one-sided slopes")))
     return rows
-
-
-def central_difference(tb, x, y, weight, eps: float = checks.NUMGRAD_EPS) -> float:
-    """(L(w + ε) − L(w − ε)) / 2ε for one weight, with cnnff/cnnbp (`cnnnumgradcheck.m`)."""
-    up, down = (bp.cnnbp(bp.cnnff(checks.shifted(tb, weight, d), x), y)["L"] for d in (eps, -eps))
-    return (up - down) / (2 * eps)
 
 
 @dataclasses.dataclass

@@ -23,12 +23,16 @@ def kernel_tables(an: Analysis) -> tuple[Html, dict]:
     return body, values
 
 
-def full_window(an: Analysis) -> tuple[Html, dict]:
-    """One value of convn(d_next{1}, rot180(k{1}{1}), 'full') written out as the products of one window.
+def full_window(an: Analysis) -> tuple[Html, dict | None]:
+    """One value of convn(d_next{1}, rot180(k{1}{1}), 'full') written out as the products of one window, or,
+    where the last 'c' layer follows the input (which has no δ), a note saying so and no values.
 
     full convolution with rot180(k) is a cross-correlation with k of δ zero-padded by K − 1 on every side:
     convn(d, rot180(k), 'full')(p, q) = Σ_{m,n} dpad(p + m, q + n)·k(m, n)."""
     l = conv_layers(an.tb)[-1]                  # the 'c' layer whose δ goes back through its kernels
+    if l == 1:
+        return Html("<p>The last 'c' layer, layer 2, follows the input, which has no δ: cnnbp sends nothing back "
+                    "through its kernels, so there is no 'full' convolution to write out.</p>"), None
     k = np.asarray(an.tb["layers"][l]["k"][0][0])
     d = np.asarray(an.result["layers"][l]["d"][0])[:, :, 0]
     K = k.shape[0]
@@ -38,18 +42,18 @@ def full_window(an: Analysis) -> tuple[Html, dict]:
     products = window * k
     values = {"window": window, "products": products, "sum": float(products.sum()), "full": float(full[p, q]),
               "layer": l, "p": p, "q": q}
-    body = (f"<p>Layer {l}'s δ gets, from map j = 1 of layer {l + 1}, convn(d{{1}}, rot180(k{{1}}{{1}}), 'full'). "
+    body = (Html(f"<p>Layer {l}'s δ gets, from map j = 1 of layer {l + 1}, convn(d{{1}}, rot180(k{{1}}{{1}}), 'full'). "
             f"Its entry ({p + 1}, {q + 1}) (toolbox layout, 1-based) is the window of d{{1}} zero-padded by K − 1 = "
             f"{K - 1} that starts there, times k{{1}}{{1}} element by element (the full convolution flips "
-            f"rot180(k) back to k), summed:</p>"
+            f"rot180(k) back to k), summed:</p>")
             + row([numbers_table(window, "t-window", f"window of zero-padded d{{1}} of layer {l + 1}"),
                    numbers_table(k, "t-window-k", "k{1}{1}"),
                    numbers_table(products, "t-products", "products window .* k")])
-            + f'<p class="eq">Σ products = {value("v-window-sum", values["sum"])}; '
-            f"convn(d{{1}}, rot180(k{{1}}{{1}}), 'full')({p + 1}, {q + 1}) = {value('v-window-full', values['full'])}. "
-            f"Summed over every j (and times the activation's derivative where layer {l} is a 'c' layer) this "
-            f"is δ{{1}}({p + 1}, {q + 1}) of layer {l}.</p>")
-    return Html(body), values
+            + Html(f'<p class="eq">Σ products = {value("v-window-sum", values["sum"])}; '
+                   f"convn(d{{1}}, rot180(k{{1}}{{1}}), 'full')({p + 1}, {q + 1}) = "
+                   f"{value('v-window-full', values['full'])}. Summed over every j (and times the activation's "
+                   f"derivative where layer {l} is a 'c' layer) this is δ{{1}}({p + 1}, {q + 1}) of layer {l}.</p>"))
+    return body, values
 
 
 def dk_entry(an: Analysis) -> tuple[Html, dict]:
@@ -68,16 +72,16 @@ def dk_entry(an: Analysis) -> tuple[Html, dict]:
     dk = float(an.result["layers"][l]["dk"][0][0][u, v])
     values = {"flipall": bp.flipall(a)[:, :, 0], "d": d[:, :, 0], "products": products,
               "sum": float(products.sum()), "dk": dk}
-    body = (f"<p>Layer {l + 1}: dk{{1}}{{1}} = convn(flipall(a{{1}}), d{{1}}, 'valid') / N with a{{1}} the "
+    body = (Html(f"<p>Layer {l + 1}: dk{{1}}{{1}} = convn(flipall(a{{1}}), d{{1}}, 'valid') / N with a{{1}} the "
             f"{a.shape[0]}×{a.shape[1]} map of layer {l} and N = 1 image. Because convn flips d{{1}} as well, entry "
             f"(u, v) = (1, 1) pairs a{{1}}(K − u + m, K − v + n) with d{{1}}(m, n), 1-based: the flips cancel and it is "
-            f"the window of a{{1}} at offset K − 1 = {K - 1} times d{{1}}.</p>"
+            f"the window of a{{1}} at offset K − 1 = {K - 1} times d{{1}}.</p>")
             + row([numbers_table(values["flipall"], "t-flipall", f"flipall(a{{1}}) of layer {l}"),
                    numbers_table(values["d"], "t-dk-d", f"d{{1}} of layer {l + 1}"),
                    numbers_table(products, "t-dk-products", "a{1} window .* d{1}")])
-            + f'<p class="eq">Σ products / N = {value("v-dk-sum", values["sum"])}; '
-            f'dk{{1}}{{1}}(1, 1) from cnnbp = {value("v-dk", dk)}.</p>')
-    return Html(body), values
+            + Html(f'<p class="eq">Σ products / N = {value("v-dk-sum", values["sum"])}; '
+                   f'dk{{1}}{{1}}(1, 1) from cnnbp = {value("v-dk", dk)}.</p>'))
+    return body, values
 
 
 def pool_block(an: Analysis) -> tuple[Html, dict] | None:
@@ -96,12 +100,12 @@ def pool_block(an: Analysis) -> tuple[Html, dict] | None:
     back = expanded * an.result["mask"][l][0][:b[0] * s, :b[1] * s] if is_max else expanded / s ** 2
     values = {"block": block[:, :, 0], "back": back[:, :, 0], "s": s, "max": is_max, "layer": l}
     rule = "expand(d, [s s 1]) .* mask" if is_max else f"expand(d, [s s 1]) / s² (s = {s})"
-    body = (f"<p>Layer {l + 1} ({'max' if is_max else 'mean'} pooling, scale {s}): the top-left "
+    body = (Html(f"<p>Layer {l + 1} ({'max' if is_max else 'mean'} pooling, scale {s}): the top-left "
             f"{b[0]}×{b[1]} block of d{{1}} (toolbox layout) goes back to layer {l} as {rule}, before layer {l}'s "
-            f"activation derivative multiplies it.</p>"
+            f"activation derivative multiplies it.</p>")
             + row([numbers_table(block[:, :, 0], "t-pool-d", f"d{{1}} of layer {l + 1}, block"),
                    numbers_table(back[:, :, 0], "t-pool-back", rule)]))
-    return Html(body), values
+    return body, values
 
 
 CONVENTIONS = Html("""<p><b>convn versus lax.conv.</b> MATLAB's <code>convn(a, k, 'valid')</code> is a true
@@ -124,7 +128,9 @@ def arithmetic_section(an: Analysis) -> tuple[Html, dict]:
         out = fn(an)
         if out is None:
             continue
-        body, values[name] = out
+        body, found = out
+        if found is not None:
+            values[name] = found
         parts.append(Html(f"<h3>{title}</h3>{body}"))
     parts.append(CONVENTIONS)
     return join(parts), values

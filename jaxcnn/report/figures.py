@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 DIVERGING = "RdBu_r"          # colour-blind safe, centred on 0: red positive, blue negative
 SEQUENTIAL = "viridis"        # activations
-POSITIVE, NEGATIVE = "#b2182b", "#2166ac"      # the ends of RdBu_r, for bars of signed values
+POSITIVE, NEGATIVE = (matplotlib.colors.to_hex(matplotlib.colormaps[DIVERGING](v)) for v in (0.9, 0.1))  # bars
 
 
 def png_uri(fig: Figure, dpi: int = 80) -> str:
@@ -79,7 +79,7 @@ def bars_png(values, names, true: int | None, predicted: int | None, title: str,
     values = np.ravel(values)
     fig = Figure(figsize=(5.2, 2.2))
     ax = fig.subplots()
-    colors = [POSITIVE if v < 0 else NEGATIVE for v in values] if signed else ["#4d4d4d"] * len(values)
+    colors = bar_colours(values) if signed else ["#4d4d4d"] * len(values)
     bars = ax.bar(np.arange(len(values)), values, color=colors)
     for c, bar in enumerate(bars):
         if c == true:
@@ -91,6 +91,11 @@ def bars_png(values, names, true: int | None, predicted: int | None, title: str,
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=7)
     return png_uri(fig)
+
+
+def bar_colours(values) -> list[str]:
+    """Signed values' colours, as on the diverging maps: positive red, negative (and zero) blue."""
+    return [POSITIVE if v > 0 else NEGATIVE for v in np.ravel(values)]
 
 
 def line_png(series: dict, xlabel: str, ylabel: str, title: str, logy: bool = False, marks=None) -> str:

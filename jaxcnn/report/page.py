@@ -2,18 +2,25 @@
 
 Escaping is the default: `Html` marks markup these modules built, and `escape` turns anything else (a
 string from a run folder: an array name, a config value, a path) into text. Pages have no JavaScript;
-the CSP forbids every outside load.
+the CSP forbids every outside load, every form submission and any `<base>` redirection.
 """
 from __future__ import annotations
 
 import html
 from string import Template
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; form-action 'none'; base-uri 'none'"
 
 
 class Html(str):
-    """A string of markup that is safe as it is (built by the page modules from escaped parts)."""
+    """A string of markup that is safe as it is (built by the page modules from escaped parts). Adding text to
+    it escapes the text; adding markup keeps it."""
+
+    def __add__(self, other):
+        return Html(str.__add__(self, escape(other)))
+
+    def __radd__(self, other):
+        return Html(str.__add__(escape(other), self))
 
 
 def escape(text) -> Html:

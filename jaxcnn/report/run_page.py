@@ -3,17 +3,20 @@ and backward maps, the lecture's operations, the proof table, training, results 
 from __future__ import annotations
 
 import platform
+import shlex
 import time
+from pathlib import Path
 
 import jax
 import jaxlib
 import numpy as np
 
-from .. import data as data_mod
+from .. import data as data_mod, toolbox
 from ..layers import Conv, Input, describe, layer_shapes
 from ..net import count_params
 from . import figures
-from .analysis import Analysis, TestResults, natural
+from ..verification import checks
+from .analysis import NOT_COMPARABLE, Analysis, TestResults, natural
 from .page import Html, collapsible, document, escape, figure, join, note, row, section
 from .run_folder import Run, data_files, read_kernels, read_rl
 from .tables import rows_table
@@ -87,7 +90,7 @@ def backward_section(an: Analysis, names) -> Html:
     r, parts = an.result, []
     rule = od_rule(an.net.output)
     parts.append(Html(f"<p>L = {float(r['L']):.6g}; e = o − y; output delta {rule}. Colour maps: {figures.DIVERGING}, "
-                      f"one scale per layer, centred on 0 (red positive, blue negative).</p>"))
+                      f"one scale per layer, centred on 0 (red positive, blue negative). {escape(KERNEL_ORIENTATION)}</p>"))
     parts.append(row([figure(figures.bars_png(r["e"], names, an.label, an.predicted, "e = o − y", True), "e = o − y"),
                       figure(figures.bars_png(r["od"], names, an.label, an.predicted, rule, True), rule)]))
     for l in range(len(an.tb["layers"]) - 1, 0, -1):
@@ -97,13 +100,24 @@ def backward_section(an: Analysis, names) -> Html:
                           f"{escape(delta_rule(an, l))}</h3>")
                      + figure(figures.maps_png(ds, [f"d{{{j + 1}}}" for j in range(len(ds))]), f"layer {l + 1} deltas"))
         if layer["type"] == "c":
-            dk = [natural(k[:, :, None]) for k_row in layer["dk"] for k in k_row]
-            titles = [f"dk{{{i + 1}}}{{{j + 1}}}" for i in range(len(layer["dk"])) for j in range(len(layer["dk"][0]))]
-            parts.append(Html(f"<h4>layer {l + 1}: dk{{i}}{{j}} = convn(flipall(a{{i}}), d{{j}}, 'valid') / N "
-                              f"(toolbox kernels' gradients, transposed for display; row i = input map)</h4>")
+            dk, titles = kernel_gradient_maps(layer["dk"])
+            parts.append(Html(f"<h4>layer {l + 1}: dk{{i}}{{j}} = convn(flipall(a{{i}}), d{{j}}, 'valid') / N, drawn as "
+                              f"kernels are (see above); row i = input map, column j = output map</h4>")
                          + figure(figures.maps_png(dk, titles, cols=len(layer["dk"][0])),
                                   f"layer {l + 1} kernel gradients"))
     return join(parts)
+
+
+KERNEL_ORIENTATION = ("Kernels and their gradients are drawn, here and in section 6, as jaxcnn stores them: "
+                      "k[:, :, i, j] = rot180(k{i}{j})ᵀ, the weights as they lie over the natural image "
+                      "(lax.conv slides them unflipped), so a kernel and its gradient share one orientation.")
+
+
+def kernel_gradient_maps(dk) -> tuple[list, list[str]]:
+    """A 'c' layer's toolbox dk{i}{j} as jaxcnn-layout maps (`toolbox.kernel_from_toolbox`, the orientation of
+    KERNEL_ORIENTATION), row by row (i = input map), and their titles."""
+    maps = [toolbox.kernel_from_toolbox(k) for k_row in dk for k in k_row]
+    return maps, [f"dk{{{i + 1}}}{{{j + 1}}}" for i in range(len(dk)) for j in range(len(dk[0]))]
 
 
 def delta_rule(an: Analysis, l: int) -> str:
@@ -126,14 +140,23 @@ def delta_rule(an: Analysis, l: int) -> str:
 
 # ---- section 5: the proof table ---------------------------------------------------------------------------
 
+VERDICT_CLASS = {"pass": "pass", "FAIL": "fail"}
+
+
 def proof_section(rows) -> Html:
+    """The proof table: each `analysis.ProofRow` with its errors, tolerance, kink margin and verdict."""
     body = [[r.check, Html(f'<span data-v="{r.max_abs!r}">{r.max_abs:.3e}</span>'),
-             Html(f'<span data-v="{r.max_rel!r}">{r.max_rel:.3e}</span>'), f"{r.tol:g} ({r.kind})",
-             Html('<span class="pass">pass</span>' if r.passed else '<span class="fail">FAIL</span>')] for r in rows]
-    return Html("<p>Gradients of L for this image and its label, float64. jax.grad differentiates jaxcnn's "
-                "lax.conv model; the delta rule is cnnbp in numpy on the toolbox layout; central differences perturb one "
-                "weight by ±1e-4 (cnnnumgradcheck.m) and run cnnff twice.</p>"
-                + rows_table(["check", "max abs error", "max rel error", "tolerance", "result"], body, "t-proof"))
+             Html(f'<span data-v="{r.max_rel!r}">{r.max_rel:.3e}</span>'), f"{r.tol:g} ({r.kind})", r.note,
+             Html(f'<span class="{VERDICT_CLASS.get(r.verdict, "nc")}">{escape(r.verdict)}</span>')] for r in rows]
+    return (Html("<p>Gradients of L for this image and its label, float64. jax.grad differentiates jaxcnn's "
+                "lax.conv model; the delta rule is cnnbp in numpy on the toolbox layout; a central difference moves one "
+                "weight by ±1e-4 (cnnnumgradcheck.m) and runs cnnff twice. It measures the derivative only where L "
+                f"has one all along the step: each row says how far the nearest ReLU kink (z = 0) or max-pool tie that "
+                f"its step moves is, in units of how far the step moves it; under {checks.KINK_MARGIN}× the row is "
+                f"<b>{escape(NOT_COMPARABLE)}</b> (real images have flat backgrounds, full of exact ties), neither "
+                f"pass nor fail.</p>")
+            + rows_table(["check", "max abs error", "max rel error", "tolerance", "kinks and ties", "result"], body,
+                               "t-proof"))
 
 
 # ---- section 6: training ----------------------------------------------------------------------------------
@@ -178,7 +201,7 @@ def kernels_part(run: Run, most: int = 8) -> Html:
         k = arrays[name]                                       # (epochs, kh, kw, C_in, C_out), jaxcnn layout
         lim = figures.symmetric_limit([k[shown]])
         grids = [figure(kernel_grid_png(k[e], lim), f"after epoch {epochs[e]}") for e in shown]
-        parts.append(Html(f"<h4>{escape(name)}: every kernel k[:, :, i, j] (jaxcnn layout, natural orientation), "
+        parts.append(Html(f"<h4>{escape(name)}: every kernel k[:, :, i, j] (drawn as in section 3), "
                           f"row i = input map, column j = output map, at each epoch's end; one scale (±{lim:.3g}) "
                           f"for all epochs</h4>") + row(grids))
     return join(parts)
@@ -221,12 +244,21 @@ def footer(run: Run) -> Html:
     cfg, dataset = run.cfg, run.dataset
     hashes = "".join(f"<li><code>{escape(p)}</code>: <code>{data_mod.sha256_of(p)}</code></li>"
                      for p in data_files(run.dataset))
-    command = f"jaxcnn train {run.path / 'config.toml'} --out {run.path} --overwrite"
-    return Html(f"<p>seed {escape(cfg.train.seed)}; dataset {escape(dataset.name)} from "
+    command = reproduce_command(run.path)
+    return (Html(f"<p>seed {escape(cfg.train.seed)}; dataset {escape(dataset.name)} from "
                 f"<code>{escape(dataset.source)}</code>; jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
                 f"Python {platform.python_version()}.</p><p>SHA-256 of the data files:</p><ul>{hashes}</ul>"
-                f"<p>Reproduce the run: <code id=\"command\">{escape(command)}</code></p>"
-                + collapsible("resolved config (config.toml)", Html(f"<pre>{escape(run.config_text)}</pre>"), False))
+                f"<p>Reproduce the run into a new folder (this one, with its report and checkpoints, is left alone): "
+                f"<code id=\"command\">{escape(command)}</code></p>")
+            + collapsible("resolved config (config.toml)", Html(f"<pre>{escape(run.config_text)}</pre>"), False))
+
+
+def reproduce_command(run_path) -> str:
+    """The shell command that trains this run's config again into a fresh folder beside it (shell-quoted; no
+    --overwrite, so it can never delete this run)."""
+    run_path = Path(run_path).absolute()
+    fresh = run_path.with_name(run_path.name + "-again")
+    return shlex.join(["jaxcnn", "train", str(run_path / "config.toml"), "--out", str(fresh)])
 
 
 # ---- the page -------------------------------------------------------------------------------------------------
