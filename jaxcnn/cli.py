@@ -1,7 +1,8 @@
 """The `jaxcnn` command: train, eval, verify, bench, report, import-mat, export-mat.
 
 Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
-a diverged run exits 3. `--debug` shows the traceback instead.
+a diverged run exits 3; `train --check-data` exits 4 when the data cannot be had here. `--debug` shows
+the traceback instead.
 """
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+DATA_UNAVAILABLE = 4         # `train --check-data`: the dataset is neither here nor downloadable from here
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write OUT/report.html when the run ends (see `jaxcnn report`)")
+    p.add_argument("--check-data", action="store_true",
+                   help="only make sure the config's data can be had (downloading it if needed), print where it "
+                        f"comes from and exit 0, or exit {DATA_UNAVAILABLE} with one line when it is not available here; "
+                        "trains and writes no run")
 
     p = sub.add_parser("report", help="one self-contained HTML page following one test image through a trained run")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -103,12 +111,30 @@ def _train(args) -> int:
         cfg_path = Path(args.config)
         out = Path(args.out) if args.out else Path("runs") / cfg_path.stem
     cfg = config_mod.load(cfg_path, args.set)
+    if args.check_data:
+        return _check_data(cfg)
     summary = run.train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
                         progress=not args.no_progress and sys.stderr.isatty())
     print(f"test error {summary['test_error']:.4f} ({summary['n_misclassified']}/{summary['n_test']}), "
           f"{summary['seconds_per_epoch']:.2f} s/epoch, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
     if args.report:
         return _report(argparse.Namespace(run_dir=str(out), image=0, out=None))
+    return 0
+
+
+def _check_data(cfg) -> int:
+    """`train --check-data`: load the config's data as the run would, say where it comes from, and stop.
+    A dataset that is neither here nor downloadable exits DATA_UNAVAILABLE, so that a script (scripts/run)
+    can tell it from every other error (exit 2)."""
+    from . import data as data_mod, run
+
+    try:
+        dataset = run.load_data(cfg)
+    except data_mod.DataUnavailable as err:
+        print(f"jaxcnn: error: {err}", file=sys.stderr)
+        return DATA_UNAVAILABLE
+    print(f"{dataset.name}: {len(dataset.train_labels)} training / {len(dataset.test_labels)} test images "
+          f"from {dataset.source}")
     return 0
 
 

@@ -29,6 +29,10 @@ class DataError(ValueError):
     """A data file or folder that is missing, damaged or not what it claims to be."""
 
 
+class DataUnavailable(DataError):
+    """A named dataset that is neither here nor downloadable from here (no copy, no route to a mirror)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """uint8 images (N, H, W) or (N, H, W, C) in natural orientation, and integer labels (N,)."""
@@ -276,7 +280,7 @@ def load_dataset(dataset: str = "mnist", folder=None, mirrors=None) -> Dataset:
         return load_idx_folder(fetch(SOURCES[dataset], mirrors=mirrors), dataset)
     except DataError as err:
         target = cache_root() / dataset
-        raise DataError(
+        raise DataUnavailable(
             f"{dataset} is not available here and could not be downloaded: {err}. "
             f"Alternatives: put the four IDX files (train-images-idx3-ubyte.gz, ...) into {target} "
             f"(or set JAXCNN_DATA_DIR), point data.dir at a folder of them or at mnist_uint8.mat "

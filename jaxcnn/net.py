@@ -14,6 +14,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .layers import Conv, Layer, layer_shapes, parse_layers
 from .numerics import OUTPUTS, default_dtype
@@ -104,8 +105,50 @@ def as_nhwc(net: Net, images) -> jax.Array:
 
 
 def as_targets(net: Net, targets, n: int) -> jax.Array:
-    """Check one-hot `targets` against the batch and the net: (N, classes) in the net's dtype."""
+    """Check `targets` against the batch and the net's output layer: (N, classes) in the net's dtype.
+
+    Softmax/cross-entropy targets must be a probability distribution per sample: entries ≥ 0, each
+    row summing to 1 within `target_sum_tolerance` (the fast path's output delta od = o − y is N·dL/dz
+    only then; in general it is o·Σy − y). Sigmoid/MSE targets may be any finite numbers. The check
+    reads concrete values, so it runs before jit, never inside a compiled program.
+    """
+    if isinstance(targets, jax.core.Tracer):
+        raise TypeError("targets are checked on concrete values: call this outside jax.jit/vmap/grad")
     targets = jnp.asarray(targets, net.dtype)
     if targets.shape != (n, net.n_classes):
         raise ValueError(f"targets must be (N, classes) = ({n}, {net.n_classes}), got {tuple(targets.shape)}")
+    problem = target_problem(np.asarray(targets), net.output)
+    if problem:
+        raise ValueError(problem)
     return targets
+
+
+def target_sum_tolerance(n_classes: int, dtype) -> float:
+    """How far a softmax target row's sum may be from 1: n_classes·eps of `dtype`, the rounding that
+    n_classes entries of a true distribution can carry in that dtype."""
+    return n_classes * float(np.finfo(dtype).eps)
+
+
+def target_problem(targets: np.ndarray, output: str) -> str:
+    """What is wrong with (N, classes) `targets` for the `output` layer, naming the first bad row; '' if nothing."""
+    finite = np.isfinite(targets)
+    sums = targets.sum(axis=1, dtype=np.float64)
+    tolerance = target_sum_tolerance(targets.shape[1], targets.dtype)
+    if output == "softmax":
+        bad = ~finite.all(axis=1) | (targets < 0).any(axis=1) | ~(np.abs(sums - 1) <= tolerance)
+    else:
+        bad = ~finite.all(axis=1)
+    if not bad.any():
+        return ""
+    row = int(np.flatnonzero(bad)[0])
+    values = targets[row]
+    if not finite[row].all():
+        column = int(np.flatnonzero(~finite[row])[0])
+        return f"targets row {row} holds {float(values[column])} in column {column}: targets must be finite"
+    if (values < 0).any():
+        column = int(np.flatnonzero(values < 0)[0])
+        what = f"holds {float(values[column])!r} in column {column}"
+    else:
+        what = f"sums to {float(sums[row])!r}"
+    return (f"targets row {row} {what}: softmax/cross-entropy targets must be a probability distribution "
+            f"per sample (entries >= 0, summing to 1 within {tolerance:.1e})")

@@ -35,15 +35,26 @@ def batch_matrix(order, batchsize: int) -> np.ndarray:
     return order[: steps * batchsize].reshape(steps, batchsize).astype(np.int32)
 
 
-def fast_loss_and_grad(net: Net, x, y):
-    """(L, grads as a Net) by the fast delta-rule formulation (`jaxcnn.fast`)."""
+def delta_rule_grad(net: Net, x, y):
+    """(L, grads as a Net) by the fast delta-rule formulation (`jaxcnn.fast`), traced inside the epoch on
+    (N, H, W, C) images and targets that an entry point has already checked (`net.as_targets`)."""
     loss, grads = fast.loss_and_grad(net.params, net.layers, x, y, net.output)
     return loss, dataclasses.replace(net, params=grads)
 
 
+_delta_rule_grad = jax.jit(delta_rule_grad, compiler_options=fast.XLA_CPU_OPTIONS)
+
+
+def fast_loss_and_grad(net: Net, images, targets):
+    """(L, grads as a Net) for a batch by the fast delta rule: the same values as `jaxcnn.loss_and_grad`,
+    with the same checks of `images` and `targets`."""
+    x = as_nhwc(net, images)
+    return _delta_rule_grad(net, x, as_targets(net, targets, x.shape[0]))
+
+
 def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
                progress: Callable[[int], None] | None = None, progress_every: int = 20,
-               grad_fn=fast_loss_and_grad, gather_per_step: bool = False):
+               grad_fn=delta_rule_grad, gather_per_step: bool = False):
     """Run the batches of one epoch; returns (net, opt_state, losses, rL).
 
     `rl` is the smoothed loss carried over from the previous epoch (NaN before the first
@@ -83,7 +94,7 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
 
 
 def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = True, progress=None,
-                  grad_fn=fast_loss_and_grad, gather_per_step: bool = False,
+                  grad_fn=delta_rule_grad, gather_per_step: bool = False,
                   compiler_options=fast.XLA_CPU_OPTIONS):
     """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default."""
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
@@ -166,12 +177,13 @@ def _predicted_labels(net, x):
 
 
 def evaluate(net: Net, images, labels) -> Evaluation:
-    """Test a net: labels are class indices (N,) or one-hot targets (N, classes)."""
+    """Test a net: labels are class indices (N,) or targets (N, classes), checked as training's are
+    (`net.as_targets`), whose largest entry names the class."""
     labels = np.asarray(labels)
-    if labels.ndim == 2:
-        labels = labels.argmax(axis=1)
     x = as_nhwc(net, images)
     n = x.shape[0]
+    if labels.ndim == 2:
+        labels = np.asarray(as_targets(net, labels, n)).argmax(axis=1)
     if labels.shape != (n,):
         raise ValueError(f"{labels.shape[0]} labels for {n} images")
     if labels.size and not (np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min() and labels.max() < net.n_classes):

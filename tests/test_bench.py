@@ -27,7 +27,7 @@ def assert_trees_close(actual, expected, rtol):
     assert jax.tree.structure(actual) == jax.tree.structure(expected)
     leaves = jax.tree.leaves(expected)
     assert leaves
-    for a, e in zip(jax.tree.leaves(actual), leaves):
+    for a, e in zip(jax.tree.leaves(actual), leaves, strict=True):
         e = np.asarray(e)
         np.testing.assert_allclose(np.asarray(a), e, rtol=rtol, atol=rtol * np.abs(e).max())
 

@@ -78,9 +78,19 @@ def test_fast_gradient_equals_autodiff(layers, shape, classes):
 
 @pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1))
-def test_fast_gradient_equals_autodiff_on_drawn_stacks(seed):
-    _check(*random_case(seed, batch=3))
+@given(seed=st.integers(0, 2**31 - 1), ties=st.booleans(), soft=st.booleans())
+def test_fast_gradient_equals_autodiff_on_drawn_stacks(seed, ties, soft):
+    """Drawn stacks with drawn layer options (each 'c' sigmoid, tanh or ReLU, each 's' mean or max, the output
+    sigmoid or softmax); with `ties`, pixels quantised to 0, ½, 1 (tied max-pool windows, ReLU at 0); with
+    `soft`, targets that are not one-hot: probability distributions for softmax, any numbers for sigmoid."""
+    net, images, targets = random_case(seed, batch=3, modern=True)
+    rng = np.random.default_rng(seed)
+    if ties:
+        images = np.round(images * 2) / 2
+    if soft:
+        targets = (rng.dirichlet(np.ones(net.n_classes), len(images)) if net.output == "softmax"
+                   else rng.uniform(-1.0, 2.0, targets.shape))
+    _check(net, images, targets)
 
 
 @pytest.mark.parametrize("sp, to_layout", [(fast.CNHW, (3, 0, 1, 2)), (fast.CHWN, (3, 1, 2, 0))])

@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import config, init_net, model, netfile, predict, toolbox
+from jaxcnn import config, fast, init_net, loss_and_grad, model, netfile, predict, toolbox
+from jaxcnn.train import fast_loss_and_grad
+from jaxcnn.verification import backprop as bp
 from jaxcnn.layers import Conv, Input, Pool, describe
 from jaxcnn.numerics import activation_derivative, output_and_loss
 
@@ -52,12 +54,40 @@ def test_softmax_output_and_cross_entropy_by_hand():
 
 
 def test_max_pool_by_hand_with_a_tie():
+    """The left window [[1, 3], [3, 0]] has its maximum twice; the first in row-major order, (0, 1), takes it."""
     a = jnp.array([[1.0, 3.0, 0.0, -1.0], [3.0, 0.0, -2.0, -1.0]])[None, :, :, None]
     np.testing.assert_array_equal(model.max_pool(a, 2)[0, :, :, 0], [[3.0, 0.0]])
     net = init_net(jax.random.key(0), (Input(), Pool(2, "max")), (2, 4), 2, jnp.float64)
     params = {"conv": [], "ffW": jnp.eye(2), "ffb": jnp.zeros(2)}
     net = type(net)(params, net.layers, net.input_shape, 2, "sigmoid")
     np.testing.assert_allclose(np.asarray(predict(net, a[0, :, :, 0])), 1 / (1 + np.exp(-np.array([3.0, 0.0]))))
+    chosen = np.array([[0.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])     # (0, 1) in the left window, (0, 2) in the right
+    # the reference model, by jax.grad: the whole delta of each window reaches its chosen element only
+    np.testing.assert_array_equal(jax.grad(lambda a: model.max_pool(a, 2).sum())(a)[0, :, :, 0], chosen)
+    # the fast path's mask (layout CNHW: maps (C, N, H, W)), one-hot over each window in row-major order
+    _, mask = fast.max_pool(a.transpose(3, 0, 1, 2), 2, fast.CNHW)
+    np.testing.assert_array_equal(mask[0, 0, 0], [[0, 1, 0, 0], [1, 0, 0, 0]])
+    # the delta rule's mask, on the toolbox's transposed map (H×W×N): natural (0, 1) is array (1, 0)
+    _, tb_mask = bp.max_pool(np.asarray(a[0, :, :, 0]).T[:, :, None], 2)
+    np.testing.assert_array_equal(tb_mask[:, :, 0].T, chosen)
+
+
+def test_a_tied_max_pool_sends_the_kernel_gradient_through_the_first_maximum():
+    """One 2×2 kernel K = [[1, 0], [0, 0]] on X: the relu maps are z = X[:2, :2] = [[1, 3], [3, 0]], pooled to
+    their tied maximum 3. Its delta reaches position (0, 1), so dk = db · X[0:2, 1:3]; the other tied element
+    would give db · X[1:3, 0:2]. Both gradient paths, reference and fast."""
+    x = np.array([[1.0, 3.0, 5.0], [3.0, 0.0, 7.0], [2.0, 4.0, 6.0]])
+    net = init_net(jax.random.key(0), (Input(), Conv(1, 2, "relu"), Pool(2, "max")), (3, 3), 2, jnp.float64)
+    params = {"conv": [{"k": jnp.array([[1.0, 0.0], [0.0, 0.0]]).reshape(2, 2, 1, 1), "b": jnp.zeros(1)}],
+              "ffW": jnp.array([[1.0], [-2.0]]), "ffb": jnp.zeros(2)}
+    net = type(net)(params, net.layers, net.input_shape, 2, "sigmoid")
+    first, second = x[0:2, 1:3], x[1:3, 0:2]
+    assert not np.allclose(first, second)
+    for name, grad_of in (("reference", loss_and_grad), ("fast", fast_loss_and_grad)):
+        _, grads = grad_of(net, x[None], np.array([[1.0, 0.0]]))
+        db = float(grads.params["conv"][0]["b"][0])
+        assert abs(db) > 1e-3, name
+        np.testing.assert_allclose(grads.params["conv"][0]["k"][:, :, 0, 0], db * first, rtol=1e-13, err_msg=name)
 
 
 def test_activation_derivatives_through_the_activation():

@@ -66,8 +66,9 @@ def test_init_and_predict_agree_on_shapes(layers, shape, classes):
     shapes = layer_shapes(layers, shape)
     h, w, c = shapes[-1]
     assert net.params["ffW"].shape == (classes, h * w * c)
-    convs = [(layer, s_in, s_out) for layer, s_in, s_out in zip(layers[1:], shapes, shapes[1:]) if isinstance(layer, Conv)]
-    for p, (layer, s_in, s_out) in zip(net.params["conv"], convs):
+    convs = [(layer, s_in, s_out) for layer, s_in, s_out in zip(layers[1:], shapes[:-1], shapes[1:], strict=True)
+             if isinstance(layer, Conv)]
+    for p, (layer, s_in, s_out) in zip(net.params["conv"], convs, strict=True):
         assert p["k"].shape == (layer.kernelsize, layer.kernelsize, s_in[2], s_out[2])
     images = np.random.default_rng(0).random((3, *shape), dtype=np.float32)
     o = predict(net, images)
