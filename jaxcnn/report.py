@@ -13,11 +13,9 @@ import base64
 import dataclasses
 import html
 import io
-import json
 import platform
 import sys
 import time
-import tomllib
 from pathlib import Path
 from string import Template
 
@@ -28,7 +26,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import config as config_mod, data as data_mod, fileio, netfile, toolbox
+from . import config as config_mod, data as data_mod, fileio, netfile, records, toolbox
 from .layers import Conv, Input, Pool, describe, layer_shapes
 from .model import loss_and_grad
 from .net import count_params
@@ -594,9 +592,9 @@ def read_rl(run_dir: Path):
 
     for path in reversed(checkpoint.list_checkpoints(run_dir)):
         try:
-            arrays, _ = fileio.load_npz(path)
+            arrays, _ = checkpoint.read(path)
             return np.asarray(arrays["rl"])
-        except (OSError, ValueError, KeyError):
+        except checkpoint.CheckpointError:
             continue
     return None
 
@@ -608,8 +606,7 @@ def kernels_part(run_dir: Path, most: int = 8) -> str:
     if not path.exists():
         return ('<p class="missing">This run was written before jaxcnn recorded its kernels at each epoch\'s end '
                 '(no kernels.npz): retrain to see them.</p>')
-    arrays, meta = fileio.load_npz(path)
-    epochs = meta["epochs"]
+    arrays, epochs = records.read_kernels(path)
     shown = sorted(set(np.linspace(0, len(epochs) - 1, min(most, len(epochs))).round().astype(int).tolist()))
     parts = []
     for name in sorted(arrays):
@@ -739,13 +736,14 @@ def load_run(run_dir: Path):
     for name in ("config.toml", "net.npz"):
         if not (run_dir / name).exists():
             raise ReportError(f"{run_dir} is not a finished run: no {name}")
-    config_text = (run_dir / "config.toml").read_text()
-    cfg = config_mod.from_dict(tomllib.loads(config_text))
+    cfg = config_mod.load(run_dir / "config.toml")
+    config_text = (run_dir / "config.toml").read_text(encoding="utf-8")
     metrics_path = run_dir / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-        if metrics_path.exists() else []
+    metrics = records.read_metrics(metrics_path) if metrics_path.exists() else []
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = records.read_summary(summary_path) if summary_path.exists() else {}
+    if (run_dir / "kernels.npz").exists():              # read now too: a damaged record stops the page before any work
+        records.read_kernels(run_dir / "kernels.npz")
     return cfg, config_text, netfile.load(run_dir / "net.npz"), metrics, summary
 
 
