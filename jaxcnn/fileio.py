@@ -134,19 +134,18 @@ def load_npz(path, what: str = "jaxcnn .npz file", checksum: bool = False,
     DamagedFile) naming `path` for anything else: not a zip, a bad CRC, no metadata, a checksum that
     does not match (with `checksum`, a missing one too)."""
     with reading(path, what, error):
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raw = Path(path).read_bytes()        # np.load(path) would leave the file open when the zip is damaged
+        if raw[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
             raise error(path, f"not a {what}: an .npz is a zip archive, this file "
-                              + (f"starts with {head!r}" if head else "is empty"))
-        with np.load(path, allow_pickle=False) as f:
+                              + (f"starts with {raw[:4]!r}" if raw else "is empty"))
+        with np.load(io.BytesIO(raw), allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         if META_KEY not in arrays:
             raise error(path, f"not a {what} (no {META_KEY} entry)")
-        raw = arrays.pop(META_KEY)
-        if raw.dtype.kind != "U" or raw.ndim != 0:
-            raise error(path, f"damaged {what}: {META_KEY} is {raw.dtype}{list(raw.shape)}, not a JSON string")
-        meta = json.loads(str(raw))
+        stored = arrays.pop(META_KEY)
+        if stored.dtype.kind != "U" or stored.ndim != 0:
+            raise error(path, f"damaged {what}: {META_KEY} is {stored.dtype}{list(stored.shape)}, not a JSON string")
+        meta = json.loads(str(stored))
         if not isinstance(meta, dict):
             raise error(path, f"damaged {what}: {META_KEY} is not a JSON object")
     if checksum:

@@ -214,9 +214,11 @@ def load_mat_file(path, **options) -> dict:
     import scipy.io
     from scipy.io.matlab import MatReadError
 
-    from .fileio import reading
+    from .fileio import DamagedFile, reading
 
     with reading(path, MAT_FILE, also=(MatReadError, NotImplementedError)):
+        if Path(path).stat().st_size == 0:
+            raise DamagedFile(path, f"empty file, not a {MAT_FILE}")
         return scipy.io.loadmat(path, **options)
 
 
