@@ -19,6 +19,7 @@ import os
 import struct
 import tempfile
 import time
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -79,7 +80,7 @@ class DamagedFile(ValueError):
 
 # What parsers raise on bytes that are not what they expect (scipy's MatReadError is added by its reader).
 PARSE_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError,
-                MemoryError, zipfile.BadZipFile, zlib.error, struct.error, UnicodeError, RecursionError)
+                MemoryError, zipfile.BadZipFile, zlib.error, struct.error, UnicodeError, RecursionError, Warning)
 
 
 @contextlib.contextmanager
@@ -88,9 +89,15 @@ def reading(path, what: str, error: type = DamagedFile, also: tuple = ()):
 
     `what` says what the file should have been ("jaxcnn net file"); `error` is a DamagedFile subclass
     when the caller's callers expect their module's error type; `also` adds a parser's own exceptions.
-    A DamagedFile raised inside (a reader's own check, with its own reason) passes through unchanged."""
+    A DamagedFile raised inside (a reader's own check, with its own reason) passes through unchanged.
+    A warning about the data inside (an overflow in a cast, a duplicate .mat variable) is an error too:
+    a damaged file is refused in one line, never half-read with a second line on stderr."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.simplefilter("default", DeprecationWarning)           # about code, not about the file
+            warnings.simplefilter("default", PendingDeprecationWarning)
+            yield
     except DamagedFile as err:
         if isinstance(err, error):
             raise

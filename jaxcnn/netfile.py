@@ -54,6 +54,8 @@ FILE = "jaxcnn net file"
 def _from_arrays(arrays, meta, where):
     if meta.get("format") != FORMAT:
         raise DamagedFile(where, f"not a {FILE} (format {meta.get('format')!r}, expected {FORMAT!r})")
+    if meta.get("version") != VERSION:
+        raise DamagedFile(where, f"{FILE} version {meta.get('version')!r}, this jaxcnn reads version {VERSION}")
     layers = parse_layers(meta["layers"])
     input_shape = meta["input_shape"]
     if not isinstance(input_shape, list) or not all(type(d) is int for d in input_shape):
