@@ -254,17 +254,24 @@ def _flip(data: bytes, at: int) -> bytes:
     return bytes(damaged)
 
 
-def test_the_line_says_how_each_file_is_damaged(root):
-    """The messages of a few hand-made cases, each of which raised a raw exception or exit 1 before."""
+def test_the_line_says_how_each_file_is_damaged(root, monkeypatch):
+    """The line of a few hand-made cases, each of which raised a raw exception, exited 1 or was accepted
+    before; each names the file, and is said before any data is loaded (`report` reads every record first)."""
+    def no_data(*args, **kwargs):
+        raise AssertionError("the command loaded the dataset before reading its files")
+
+    monkeypatch.setattr(run, "load_data", no_data)
     cases = {
         "net.npz": (lambda b: _flip(b, len(b) // 2), "damaged or not a jaxcnn net file (BadZipFile: Bad CRC-32"),
-        "toolbox .mat": (lambda b: b[:200], "damaged or not a MATLAB v4-v7 .mat file scipy can read ("),
+        "toolbox .mat": (lambda b: b"hello world", "damaged or not a MATLAB v4-v7 .mat file scipy can read "
+                                                   "(MatReadError: Mat file appears to be truncated)"),
         "kernels.npz": (lambda b: b[:len(b) - 40], "damaged or not a jaxcnn kernels record"),
         "checkpoint": (lambda b: b"", "no good checkpoint to resume from"),
         "metrics.jsonl": (lambda b: b.replace(b'"test_error": 0.8', b'"test_error": NaN'),
                           "line 1: non-finite number test_error = nan"),
         "summary.json": (lambda b: b"[1, 2]", "summary.json: not a JSON object"),
         "IDX train images": (lambda b: b[:-1], "truncated: dimensions 20x28x28 need 15680 data bytes, found 15679"),
+        "IDX test labels": (lambda b: b[:-1] + b"\x0c", "test labels out of range: found 0..12, expected 0..9"),
         "config": (lambda b: b"\xff\xfe[train]", "damaged or not a UTF-8 TOML config (UnicodeDecodeError"),
     }
     for name, (damage, message) in cases.items():
@@ -277,7 +284,32 @@ def test_the_line_says_how_each_file_is_damaged(root):
             code, _, err = run_cli(argv(root, path))
         finally:
             path.write_bytes(good)
-        assert code == 2 and message in err and len(err.splitlines()) == 1, (name, err)
+        assert code == 2 and message in err and str(path) in err and len(err.splitlines()) == 1, (name, err)
+
+
+def test_a_damaged_file_error_is_one_line():
+    assert str(DamagedFile("a/net.npz", "Bad CRC-32\n  for ffW")) == "a/net.npz: Bad CRC-32 for ffW"
+
+
+def test_kernels_content_damage_names_the_array(root):
+    path = root / "run" / "kernels.npz"
+    good = path.read_bytes()
+    arrays, meta = load_npz(path)
+    nan = arrays["conv2"].copy()
+    nan[1, 0, 0, 0, 0] = np.nan
+    try:
+        for change, message in (({"conv1": arrays["conv1"][:1]}, r"conv1 is float64\[1, 5, 5, 1, 6\], expected float64 "
+                                                                  r"\[2 epochs"),
+                                ({"conv2": nan}, r"conv2 holds 1 non-finite value\(s\)"),
+                                ({"conv1": arrays["conv1"].astype(np.float32)}, "conv1 is float32")):
+            save_npz(path, {**arrays, **change}, meta)
+            with pytest.raises(DamagedFile, match=message):
+                records.read_kernels(path)
+        save_npz(path, arrays, {**meta, "epochs": [2, 1]})
+        with pytest.raises(DamagedFile, match=r"epochs \[2, 1\] is not an increasing list"):
+            records.read_kernels(path)
+    finally:
+        path.write_bytes(good)
 
 
 def test_npz_content_damage_names_the_array(root):
