@@ -117,9 +117,9 @@ def content_digest(arrays: dict[str, np.ndarray], meta: dict) -> str:
     """SHA-256 over every array's name, dtype, shape and bytes and the metadata (without its checksum)."""
     digest = hashlib.sha256()
     for name in sorted(arrays):
-        value = np.ascontiguousarray(arrays[name])
+        value = np.asarray(arrays[name])            # not ascontiguousarray: it makes a 0-d array 1-d
         digest.update(json.dumps([name, value.dtype.str, list(value.shape)]).encode())
-        digest.update(value.tobytes())
+        digest.update(value.tobytes(order="C"))
     digest.update(json.dumps({k: v for k, v in meta.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
     return digest.hexdigest()
 

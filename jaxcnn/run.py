@@ -50,9 +50,6 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not checkpoint.list_checkpoints(out):
             raise RunError(f"--resume {out}: no checkpoint there to resume from")
-        for folder in (out, checkpoint.directory(out)):          # leftovers of writes cut short by a crash
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink()
         return
     if existing and not overwrite:
         raise RunError(f"{out} already holds a run ({', '.join(existing)}); "
@@ -169,13 +166,16 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         listed = checkpoint.list_checkpoints(out)
         for damaged in listed[listed.index(resume_path) + 1:]:      # so that pruning never keeps them over good ones
             checkpoint.set_aside(damaged)
+        for folder in (out, checkpoint.directory(out)):          # leftovers of writes cut short by a crash
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink()
         state.config_toml = config_toml
         # hyperparameters come from the config (they differ only under --force), the rest from the checkpoint;
         # the epochs' orders keep coming from the run's own key
         state.opt_state.hyperparams.update(fresh_opt_state.hyperparams)
         order_key = state.key
         log(f"resuming from {resume_path.name}: epoch {state.epoch + 1}, step {state.step}"
-            + (f" (damaged newer checkpoints set aside as *.damaged)" if listed[-1] != resume_path else ""))
+            + (" (damaged newer checkpoints set aside as *.damaged)" if listed[-1] != resume_path else ""))
     atomic_write_text(out / "config.toml", config_toml)
 
     bar = tqdm(total=steps, disable=not progress, leave=False, dynamic_ncols=True)
