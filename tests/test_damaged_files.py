@@ -304,6 +304,20 @@ def test_the_line_says_how_each_file_is_damaged(root, monkeypatch):
         assert code == 2 and message in err and str(path) in err and len(err.splitlines()) == 1, (name, err)
 
 
+@pytest.mark.slow
+def test_a_damaged_golden_file_is_one_line(tmp_path):
+    """`jaxcnn verify --golden FILE` reads the reference values first: damaged, it says so before any check."""
+    from jaxcnn.verification import golden
+
+    packaged = golden.default_path().read_bytes()
+    for name, damaged in (("golden.npz", packaged[: len(packaged) // 3]), ("golden.mat", b"")):
+        path = tmp_path / name
+        path.write_bytes(damaged)
+        code, out, err = run_cli(["verify", "--golden", path])
+        assert code == 2 and not out and len(err.splitlines()) == 1, err
+        assert err.startswith(f"jaxcnn: error: {path}: damaged or not a toolbox golden file"), err
+
+
 def test_a_damaged_file_error_is_one_line():
     assert str(DamagedFile("a/net.npz", "Bad CRC-32\n  for ffW")) == "a/net.npz: Bad CRC-32 for ffW"
 
