@@ -89,8 +89,8 @@ def _ckpt(root):
     return checkpoint.list_checkpoints(root / "run")[0]
 
 
-# name: (the damaged file, the reader its command uses, the command's argv, whether a message may name the
-# file's folder instead of the file: IDX counts that differ between two files)
+# name: (the file to damage, the library reader its command uses, the command's argv). An IDX message may name
+# the folder instead of the file (image and label counts that differ between two files).
 READERS = {
     "net.npz": (lambda r: r / "run" / "net.npz", netfile.load,
                 lambda r, p: ["export-mat", str(p), str(r / "out" / "exported.mat")]),
