@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import scipy.io
 from hypothesis import event, given, settings, strategies as st
 
 from jaxcnn import checkpoint, cli, config, data, netfile, records, run, toolbox
@@ -72,7 +73,11 @@ def root(tmp_path_factory):
                        [json.loads((out / "metrics.jsonl").read_text().splitlines()[0])], config.dumps(cfg))
     checkpoint.save(out, state, keep=1)
     toolbox.save_net(root / "net.mat", netfile.load(out / "net.npz"))
-    make_folder(root / "idx", n_train=20, n_test=10, shape=(28, 28), compress=False)
+    arrays = make_folder(root / "idx", n_train=20, n_test=10, shape=(28, 28), compress=False)
+    scipy.io.savemat(root / "mnist_uint8.mat", {          # the toolbox's dataset file, rows are row-major images
+        "train_x": arrays["train-images-idx3-ubyte"].reshape(20, 784), "test_x": arrays["t10k-images-idx3-ubyte"].reshape(10, 784),
+        "train_y": np.eye(10, dtype=np.uint8)[arrays["train-labels-idx1-ubyte"]],
+        "test_y": np.eye(10, dtype=np.uint8)[arrays["t10k-labels-idx1-ubyte"]]})
     (root / "out").mkdir()
     return root
 
@@ -89,7 +94,7 @@ def _ckpt(root):
     return checkpoint.list_checkpoints(root / "run")[0]
 
 
-# name: (the file to damage, the library reader its command uses, the command's argv). An IDX message may name
+# name: (the file to damage, the library reader its command uses, the command's argv). A dataset's message may name
 # the folder instead of the file (image and label counts that differ between two files).
 READERS = {
     "net.npz": (lambda r: r / "run" / "net.npz", netfile.load,
@@ -100,6 +105,8 @@ READERS = {
                          lambda r, p: ["eval", str(r / "run" / "net.npz"), "--data", str(p.parent)]),
     "IDX test labels": (lambda r: r / "idx" / "t10k-labels-idx1-ubyte", lambda p: data.load_idx_folder(p.parent),
                         lambda r, p: ["eval", str(r / "run" / "net.npz"), "--data", str(p.parent)]),
+    "mnist_uint8.mat": (lambda r: r / "mnist_uint8.mat", data.load_mat,
+                        lambda r, p: ["eval", str(r / "run" / "net.npz"), "--data", str(p)]),
     "checkpoint": (_ckpt, checkpoint.read, lambda r, p: ["train", "--resume", str(r / "run"), "--no-progress"]),
     "kernels.npz": (lambda r: r / "run" / "kernels.npz", records.read_kernels, lambda r, p: ["report", str(r / "run")]),
     "metrics.jsonl": (lambda r: r / "run" / "metrics.jsonl", records.read_metrics,
