@@ -131,6 +131,11 @@ def read(path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def stored_config(path) -> str:
+    """The resolved config TOML saved in a checkpoint (its checksum verified)."""
+    return read(path)[1]["config"]
+
+
 def newest_good(out, warn=print) -> tuple[Path, dict, dict]:
     """(path, arrays, meta) of the newest checkpoint in `out` that reads back whole; each damaged newer one
     is named through `warn`, one line each. None whole is one CheckpointError naming every one and why."""
