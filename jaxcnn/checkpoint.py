@@ -6,7 +6,11 @@ done, step = steps done inside the next one), written atomically (see `fileio`),
 (`params.params['conv'][0]['k']`, `opt.inner_state[0].trace.params['ffW']`, ...), so a leaf can only
 load into the leaf of the same name; `key` (the key whose fold_in(epoch) orders each epoch),
 `losses` (every step so far), `rl` (the rL history). Metadata: the counters, the resolved config
-(TOML), the per-epoch metrics so far.
+(TOML), the per-epoch metrics so far, and a SHA-256 of all of it (`fileio.content_digest`).
+
+Reading verifies that checksum: a checkpoint whose bytes changed after it was written (a flipped bit,
+a truncated copy, another file under its name) is a `DamagedFile`, and `newest_good` skips it,
+naming it, in favour of the newest checkpoint that is whole.
 """
 from __future__ import annotations
 
@@ -18,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fileio import load_npz, save_npz
+from .fileio import DamagedFile, load_npz, reading, save_npz, verify_checksum
 
-FORMAT, VERSION = "jaxcnn-checkpoint", 2
+FORMAT, VERSION = "jaxcnn-checkpoint", 3           # 3: with a checksum
 _NAME = re.compile(r"^ckpt-E(\d{4,})-S(\d{6,})\.npz$")
 
 
@@ -30,6 +34,13 @@ class CheckpointError(ValueError):
 
 class ArchitectureMismatch(CheckpointError):
     """A readable checkpoint of another architecture or optimizer: resuming from an older one will not help."""
+
+
+class DamagedCheckpoint(CheckpointError, DamagedFile):
+    """A checkpoint file that is unreadable or whose contents do not match its checksum."""
+
+
+FILE = "jaxcnn checkpoint"
 
 
 @dataclasses.dataclass
@@ -58,7 +69,7 @@ def save(out, state: TrainState, keep: int) -> Path:
     arrays.update(key=np.asarray(jax.random.key_data(state.key)), losses=state.losses, rl=state.rl)
     meta = {"format": FORMAT, "version": VERSION, "epoch": state.epoch, "step": state.step,
             "metrics": state.metrics, "config": state.config_toml}
-    save_npz(path, arrays, meta)
+    save_npz(path, arrays, meta, checksum=True)
     for old in list_checkpoints(out)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -98,29 +109,68 @@ def _restore_leaves(template, arrays, prefix, path):
     return jax.tree.unflatten(jax.tree.structure(template), restored)
 
 
-def load(path, net_template, opt_template) -> TrainState:
-    """Read one checkpoint, fitting its arrays into the given pytree templates."""
-    try:
-        arrays, meta = load_npz(path)
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
+def read(path) -> tuple[dict[str, np.ndarray], dict]:
+    """One checkpoint's arrays and metadata, its checksum verified (DamagedCheckpoint otherwise); a
+    checkpoint of another format version is an ArchitectureMismatch."""
+    arrays, meta = load_npz(path, FILE, error=DamagedCheckpoint)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a jaxcnn checkpoint")
+        raise DamagedCheckpoint(path, f"not a {FILE} (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
         raise ArchitectureMismatch(f"{path}: checkpoint format version {meta.get('version')}, this jaxcnn reads "
                                    f"version {VERSION} (start the run afresh)")
+    meta = verify_checksum(path, arrays, meta, FILE, DamagedCheckpoint)
+    with reading(path, FILE, DamagedCheckpoint):
+        for name, kind in (("epoch", int), ("step", int), ("metrics", list), ("config", str)):
+            if type(meta.get(name)) is not kind:
+                raise DamagedCheckpoint(path, f"metadata {name} is {meta.get(name)!r}, expected {kind.__name__}")
+        if meta["epoch"] < 0 or meta["step"] < 0:
+            raise DamagedCheckpoint(path, f"negative counters: epoch {meta['epoch']}, step {meta['step']}")
+        for name in ("key", "losses", "rl"):
+            if name not in arrays:
+                raise DamagedCheckpoint(path, f"missing array {name}")
+    return arrays, meta
+
+
+def stored_config(path) -> str:
+    """The resolved config TOML saved in a checkpoint (its checksum verified)."""
+    return read(path)[1]["config"]
+
+
+def newest_good(out, warn=print) -> tuple[Path, dict, dict]:
+    """(path, arrays, meta) of the newest checkpoint in `out` that reads back whole; each damaged newer one
+    is named through `warn`, one line each. None whole is one CheckpointError naming every one and why."""
+    damaged = []
+    for path in reversed(list_checkpoints(out)):
+        try:
+            arrays, meta = read(path)
+        except DamagedCheckpoint as err:
+            damaged.append(err)
+            continue
+        for err in damaged:
+            warn(f"skipping damaged checkpoint {err}")
+        return path, arrays, meta
+    raise CheckpointError(f"--resume {out}: no good checkpoint to resume from, start afresh with --overwrite ("
+                          + "; ".join(str(err) for err in damaged) + ")")
+
+
+def set_aside(path) -> Path:
+    """Rename a damaged checkpoint to `<name>.damaged`: kept for inspection, no longer listed or pruned in
+    place of a good one."""
+    target = Path(path).with_name(Path(path).name + ".damaged")
+    Path(path).replace(target)
+    return target
+
+
+def restore(path, arrays, meta, net_template, opt_template) -> TrainState:
+    """A TrainState from a checkpoint's arrays and metadata (`read`), fitted into the given pytree templates."""
     return TrainState(
         net=_restore_leaves(net_template, arrays, "params", path),
         opt_state=_restore_leaves(opt_template, arrays, "opt", path),
         key=jax.random.wrap_key_data(jnp.asarray(arrays["key"])),
-        epoch=int(meta["epoch"]), step=int(meta["step"]),
+        epoch=meta["epoch"], step=meta["step"],
         losses=arrays["losses"], rl=arrays["rl"], metrics=list(meta["metrics"]), config_toml=meta["config"])
 
 
-def stored_config(path) -> str:
-    """The resolved config TOML saved in a checkpoint."""
-    try:
-        _, meta = load_npz(path)
-        return meta["config"]
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
+def load(path, net_template, opt_template) -> TrainState:
+    """Read one checkpoint, fitting its arrays into the given pytree templates."""
+    return restore(path, *read(path), net_template, opt_template)

@@ -115,8 +115,10 @@ def _train(args) -> int:
         return _check_data(cfg)
     summary = run.train(cfg, out, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
                         progress=not args.no_progress and sys.stderr.isatty())
+    timing = (f"{summary['seconds_per_epoch']:.2f} s/epoch" if summary["seconds_per_epoch"] is not None
+              else "no epoch left to train")
     print(f"test error {summary['test_error']:.4f} ({summary['n_misclassified']}/{summary['n_test']}), "
-          f"{summary['seconds_per_epoch']:.2f} s/epoch, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
+          f"{timing}, compile {summary['compile_seconds']:.2f} s; wrote {out}/")
     if args.report:
         return _report(argparse.Namespace(run_dir=str(out), image=0, out=None))
     return 0
@@ -250,7 +252,7 @@ def main(argv=None) -> int:
     except (ValueError, CheckpointError, OSError) as err:
         if args.debug:
             raise
-        message = str(err).strip() or type(err).__name__
+        message = " ".join(str(err).split()) or type(err).__name__          # one line, whatever the message
         print(f"jaxcnn: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,17 +1,21 @@
 """Experiment configs: TOML files loaded strictly into frozen dataclasses.
 
 Sections and keys keep the toolbox's names (`opts.alpha`, `opts.batchsize`, `opts.numepochs`,
-`cnn.layers`). An unknown section or key, or a value of the wrong type, is a ConfigError naming it.
+`cnn.layers`). An unknown section or key, a value of the wrong type, or a number that is not finite or
+out of its range (`alpha = 1e400` is TOML's inf) is a ConfigError naming `section.key`; a file that is
+not UTF-8 TOML is a DamagedConfig naming the file.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
+from .fileio import DamagedFile, reading
 from .layers import EXAMPLE_LAYERS, Layer, layers_to_dicts, parse_layers
 from .net import INITS
 from .numerics import OUTPUTS
@@ -20,6 +24,10 @@ from .optimizers import OPTIMIZERS, SCHEDULES, check_hyperparameters
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class DamagedConfig(ConfigError, DamagedFile):
+    """A config file that cannot be read as UTF-8 TOML."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Config:
 
 
 _POSITIVE = {"train.batchsize", "train.numepochs", "checkpoint.keep"}
+_INT_MAX = 2 ** 31 - 1                           # sizes and counts beyond this are typos, and overflow int32
+_SEED_MAX = 2 ** 32 - 1                          # jax.random.key keeps 32 bits of a seed without x64
 _NON_NEGATIVE = {"train.seed", "train.momentum", "data.n_train", "data.n_test", "checkpoint.every_steps"}
 _CHOICES = {"train.optimizer": OPTIMIZERS, "train.schedule": SCHEDULES,
             "train.dtype": ("float32", "float64"), "data.dataset": ("mnist", "fashion_mnist"),
@@ -74,12 +84,20 @@ def _check_value(key: str, kind, value):
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {value} is too large for a float") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
         if key == "train.alpha" and not value > 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
     elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        most = _SEED_MAX if key == "train.seed" else _INT_MAX
+        if value > most:
+            raise ConfigError(f"{key}: must be <= {most}, got {value}")
     elif kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -153,12 +171,11 @@ def read_raw(path, overrides: list[str] = ()) -> dict[str, Any]:
 
     `path` is a file, or the name of a packaged config (`resolve`)."""
     path = resolve(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    with reading(path, "UTF-8 TOML config", DamagedConfig):
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise DamagedConfig(path, f"not valid TOML ({err})") from None
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})[key] = value
@@ -166,8 +183,17 @@ def read_raw(path, overrides: list[str] = ()) -> dict[str, Any]:
 
 
 def load(path, overrides: list[str] = ()) -> Config:
-    """Read a TOML config file (or packaged config, by name) and apply `--set section.key=value` overrides."""
-    return from_dict(read_raw(path, overrides))
+    """Read a TOML config file (or packaged config, by name) and apply `--set section.key=value` overrides.
+
+    Without overrides, an error in a value is prefixed with the file's path (the run folder's
+    config.toml that `jaxcnn report` reads, say); with them, the value may come from either."""
+    raw = read_raw(path, overrides)
+    try:
+        return from_dict(raw)
+    except ConfigError as err:
+        if overrides:
+            raise
+        raise ConfigError(f"{resolve(path)}: {err}") from None
 
 
 def dumps(config: Config) -> str:

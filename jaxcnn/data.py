@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import math
 import os
 import struct
 import urllib.error
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_writer
+from .fileio import DamagedFile, atomic_writer, reading
 
 
 class DataError(ValueError):
@@ -31,6 +32,10 @@ class DataError(ValueError):
 
 class DataUnavailable(DataError):
     """A named dataset that is neither here nor downloadable from here (no copy, no route to a mirror)."""
+
+
+class DamagedDataFile(DataError, DamagedFile):
+    """A data file whose bytes are not what it claims to be (an IDX file, a mnist_uint8.mat)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,33 +101,50 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 
 def read_idx(path) -> np.ndarray:
-    """Read one IDX file (gzipped or not), checking its magic number, type, rank and length."""
+    """Read one IDX file (gzipped or not), checking its magic number, type, rank and length; a file that
+    fails any check is a DamagedDataFile naming it."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+        raise DamagedDataFile(path, f"cannot read ({err.strerror})") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (EOFError, OSError, zlib.error) as err:
-            raise DataError(f"{path}: damaged or truncated gzip data ({err})") from None
+            raise DamagedDataFile(path, f"damaged or truncated gzip data ({err})") from None
     if len(raw) < 4:
-        raise DataError(f"{path}: too short for an IDX header ({len(raw)} bytes)")
+        raise DamagedDataFile(path, f"too short for an IDX header ({len(raw)} bytes)")
     zero, type_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
-        raise DataError(f"{path}: wrong magic number 0x{raw[:4].hex()} (expected 0x0000TTDD: "
+        raise DamagedDataFile(path, f"wrong magic number 0x{raw[:4].hex()} (expected 0x0000TTDD: "
                         f"type 08/09/0B/0C/0D/0E, DD dimensions)")
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path}: truncated header ({len(raw)} of {header} bytes)")
+        raise DamagedDataFile(path, f"truncated header ({len(raw)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_TYPES[type_code])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize                # Python ints: no overflow on damaged dims
     if len(raw) - header != expected:
-        raise DataError(f"{path}: {'truncated' if len(raw) - header < expected else 'trailing bytes'}: "
+        raise DamagedDataFile(path, f"{'truncated' if len(raw) - header < expected else 'trailing bytes'}: "
                         f"dimensions {'x'.join(map(str, dims))} need {expected} data bytes, found {len(raw) - header}")
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _check_file(path, array, split: str, kind: str, n_classes: int = 10) -> None:
+    """What one IDX file of `split` ("training", "test") `kind` ("images", "labels") must hold; a
+    DamagedDataFile naming the file otherwise."""
+    if kind == "images":
+        if array.ndim not in (3, 4):
+            raise DamagedDataFile(path, f"{split} images must have 3 or 4 dimensions (N, H, W[, C]), got {array.shape}")
+        if array.dtype != np.uint8:
+            raise DamagedDataFile(path, f"{split} images must be unsigned bytes, got {array.dtype}")
+    else:
+        if array.ndim != 1:
+            raise DamagedDataFile(path, f"{split} labels must have 1 dimension, got {array.shape}")
+        if array.size and (array.min() < 0 or array.max() >= n_classes):
+            raise DamagedDataFile(path, f"{split} labels out of range: found {array.min()}..{array.max()}, "
+                                        f"expected 0..{n_classes - 1}")
 
 
 def _check_pair(images, labels, split: str, where, n_classes: int = 10):
@@ -157,7 +179,11 @@ def load_idx_folder(folder, name: str = "") -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
-    arrays = [read_idx(find_idx(folder, stem)) for stem in IDX_FILES]
+    paths = [find_idx(folder, stem) for stem in IDX_FILES]
+    arrays = [read_idx(path) for path in paths]
+    for path, array, split, kind in zip(paths, arrays, ("training", "training", "test", "test"),
+                                        ("images", "labels") * 2, strict=True):
+        _check_file(path, array, split, kind)
     _check_pair(arrays[0], arrays[1], "training", folder)
     _check_pair(arrays[2], arrays[3], "test", folder)
     if arrays[0].shape[1:] != arrays[2].shape[1:]:
@@ -169,33 +195,34 @@ def load_idx_folder(folder, name: str = "") -> Dataset:
 
 def load_mat(path, name: str = "mnist") -> Dataset:
     """The toolbox's `mnist_uint8.mat`: train_x (N×784 uint8, rows row-major images), train_y (N×10)."""
-    import scipy.io
+    from .toolbox import load_mat_file
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        mat = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, TypeError, OSError, IndexError, KeyError) as err:
-        raise DataError(f"{path}: not a MATLAB v4-v7 .mat file scipy can read ({err})") from None
+        mat = load_mat_file(path)
+    except DamagedFile as err:
+        raise DamagedDataFile(err.path, err.reason) from None
     missing = [k for k in ("train_x", "train_y", "test_x", "test_y") if k not in mat]
     if missing:
         raise DataError(f"{path}: missing variable(s) {', '.join(missing)} (expected train_x, train_y, test_x, test_y)")
 
     def images(x, key):
+        if x.ndim != 2 or x.dtype.kind not in "uif" or int(round(np.sqrt(x.shape[1]))) ** 2 != x.shape[1]:
+            raise DamagedDataFile(path, f"{key} must be N x (side*side) numbers, got {x.dtype}{list(x.shape)}")
         side = int(round(np.sqrt(x.shape[1])))
-        if x.ndim != 2 or side * side != x.shape[1]:
-            raise DataError(f"{path}: {key} must be N x (side*side), got {x.shape}")
         return np.ascontiguousarray(x.reshape(-1, side, side)).astype(np.uint8)
 
     def labels(y, key):
-        if y.ndim != 2:
-            raise DataError(f"{path}: {key} must be N x classes one-hot, got {y.shape}")
+        if y.ndim != 2 or y.dtype.kind not in "uif" or y.shape[1] == 0:
+            raise DamagedDataFile(path, f"{key} must be N x classes one-hot, got {y.dtype}{list(y.shape)}")
         return y.argmax(axis=1).astype(np.int64)
 
-    tx, ty = images(mat["train_x"], "train_x"), labels(mat["train_y"], "train_y")
-    vx, vy = images(mat["test_x"], "test_x"), labels(mat["test_y"], "test_y")
-    n_classes = mat["train_y"].shape[1]
+    with reading(path, "mnist_uint8.mat (train_x, train_y, test_x, test_y)", DamagedDataFile):
+        tx, ty = images(mat["train_x"], "train_x"), labels(mat["train_y"], "train_y")
+        vx, vy = images(mat["test_x"], "test_x"), labels(mat["test_y"], "test_y")
+        n_classes = mat["train_y"].shape[1]
     _check_pair(tx, ty, "training", path, n_classes)
     _check_pair(vx, vy, "test", path, n_classes)
     return Dataset(name, tx, ty, vx, vy, n_classes=n_classes, source=str(path))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -21,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, plots
-from .checkpoint import ArchitectureMismatch, CheckpointError, TrainState
+from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, plots, records
+from .checkpoint import TrainState
 from .fileio import atomic_write_text
 from .layers import describe
 from .net import count_params, init_net
@@ -49,9 +50,6 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not checkpoint.list_checkpoints(out):
             raise RunError(f"--resume {out}: no checkpoint there to resume from")
-        for folder in (out, checkpoint.directory(out)):          # leftovers of writes cut short by a crash
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink()
         return
     if existing and not overwrite:
         raise RunError(f"{out} already holds a run ({', '.join(existing)}); "
@@ -100,20 +98,6 @@ def epoch_order(order_key, epoch: int, n: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(jax.random.fold_in(order_key, epoch), n))
 
 
-def _latest_state(out, net, opt_state, log):
-    """The newest checkpoint that loads; damaged newer ones are reported and skipped."""
-    errors = []
-    for path in reversed(checkpoint.list_checkpoints(out)):
-        try:
-            return checkpoint.load(path, net, opt_state), path
-        except ArchitectureMismatch:
-            raise
-        except CheckpointError as err:
-            errors.append(str(err))
-            log(f"skipping {path.name}: {err}")
-    raise CheckpointError("no loadable checkpoint: " + "; ".join(errors))
-
-
 def delta_rms(net, images, targets) -> dict[str, float]:
     """RMS of each layer's δ (the delta rule of `jaxcnn.verification.backprop`, float64) on one batch,
     keyed "layer L" (1-based, the toolbox's numbering), plus "od" (the output delta): how the
@@ -132,26 +116,35 @@ def record_kernels(out, net, epoch: int) -> None:
     """Append the first KERNEL_LAYERS 'c' layers' kernels after epoch `epoch` (1-based) to out/kernels.npz,
     atomically; entries from epoch `epoch` on (a resumed run redoing an epoch) are replaced."""
     path = Path(out) / "kernels.npz"
-    arrays, meta = fileio.load_npz(path) if path.exists() else ({}, {"epochs": []})
-    keep = [i for i, e in enumerate(meta["epochs"]) if e < epoch]
+    arrays, epochs = records.read_kernels(path) if path.exists() else ({}, [])
+    keep = [i for i, e in enumerate(epochs) if e < epoch]
     new = {f"conv{i}": np.asarray(p["k"], np.float64)[None] for i, p in enumerate(net.params["conv"][:KERNEL_LAYERS], 1)}
     arrays = {name: np.concatenate([arrays[name][keep], k]) if name in arrays and keep else k for name, k in new.items()}
-    fileio.save_npz(path, arrays, {"epochs": [meta["epochs"][i] for i in keep] + [epoch],
-                                   "layout": "jaxcnn (epochs, kh, kw, C_in, C_out)"})
+    fileio.save_npz(path, arrays, {"epochs": [epochs[i] for i in keep] + [epoch], "layout": records.KERNELS_LAYOUT})
 
 
-def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True, log=print) -> dict:
+def warn_on_stderr(message: str) -> None:
+    print(f"jaxcnn: warning: {message}", file=sys.stderr)
+
+
+def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True, log=print,
+          warn=warn_on_stderr) -> dict:
     """Train as configured, writing everything into `out`; returns the summary dict.
 
-    Raises RunError / ConfigError / DataError / CheckpointError for bad input and
-    TrainingDiverged when a loss turns non-finite.
+    A resume continues from the newest checkpoint whose checksum holds; each damaged newer one is named
+    through `warn` and set aside as `<name>.damaged`. Raises RunError / ConfigError / DataError /
+    CheckpointError / DamagedFile for bad input (before anything is written) and TrainingDiverged
+    when a loss turns non-finite.
     """
     out = Path(out)
     dtype = use_dtype(cfg.train.dtype)
     _check_out(out, resume, overwrite)
     config_toml = config_mod.dumps(cfg)
     if resume:
-        stored = config_mod.from_dict(tomllib.loads(checkpoint.stored_config(checkpoint.list_checkpoints(out)[-1])))
+        resume_path, resume_arrays, resume_meta = checkpoint.newest_good(out, warn)
+        if (out / "kernels.npz").exists():
+            records.read_kernels(out / "kernels.npz")         # the run extends it: damaged, it stops us here
+        stored = config_mod.from_dict(tomllib.loads(resume_meta["config"]))
         changed = config_mod.diff(stored, cfg)
         if changed and not force:
             raise RunError(f"--resume {out}: the config differs from the checkpointed run in "
@@ -168,13 +161,20 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     state = TrainState(net, opt_state, order_key, 0, 0, np.zeros(0, dtype), np.zeros(0, dtype), [], config_toml)
     if resume:
         fresh_opt_state = state.opt_state
-        state, path = _latest_state(out, state.net, state.opt_state, log)
+        state = checkpoint.restore(resume_path, resume_arrays, resume_meta, state.net, state.opt_state)
+        listed = checkpoint.list_checkpoints(out)
+        for damaged in listed[listed.index(resume_path) + 1:]:      # so that pruning never keeps them over good ones
+            checkpoint.set_aside(damaged)
+        for folder in (out, checkpoint.directory(out)):          # leftovers of writes cut short by a crash
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink()
         state.config_toml = config_toml
         # hyperparameters come from the config (they differ only under --force), the rest from the checkpoint;
         # the epochs' orders keep coming from the run's own key
         state.opt_state.hyperparams.update(fresh_opt_state.hyperparams)
         order_key = state.key
-        log(f"resuming from {path.name}: epoch {state.epoch + 1}, step {state.step}")
+        log(f"resuming from {resume_path.name}: epoch {state.epoch + 1}, step {state.step}"
+            + (" (damaged newer checkpoints set aside as *.damaged)" if listed[-1] != resume_path else ""))
     atomic_write_text(out / "config.toml", config_toml)
 
     bar = tqdm(total=steps, disable=not progress, leave=False, dynamic_ncols=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -213,16 +214,27 @@ def struct_to_dict(cnn, where="cnn") -> dict:
     return out
 
 
-def read_struct(path, var="cnn"):
-    import scipy.io
+MAT_FILE = "MATLAB v4-v7 .mat file scipy can read"
 
+
+def load_mat_file(path, **options) -> dict:
+    """scipy.io.loadmat(path), any failure on damaged bytes (an empty file included) one DamagedFile naming it."""
+    import scipy.io
+    from scipy.io.matlab import MatReadError
+
+    from .fileio import DamagedFile, reading
+
+    with reading(path, MAT_FILE, also=(MatReadError, NotImplementedError)):
+        if Path(path).stat().st_size == 0:
+            raise DamagedFile(path, f"empty file, not a {MAT_FILE}")
+        return scipy.io.loadmat(path, **options)
+
+
+def read_struct(path, var="cnn"):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    try:
-        mat = scipy.io.loadmat(path, struct_as_record=False)
-    except (ValueError, NotImplementedError, TypeError, OSError, IndexError, KeyError) as err:
-        raise ValueError(f"{path}: not a MATLAB v4-v7 .mat file scipy can read ({err})") from None
+    mat = load_mat_file(path, struct_as_record=False)
     if var not in mat:
         names = ", ".join(k for k in mat if not k.startswith("__")) or "none"
         raise ValueError(f"{path}: no variable '{var}' (variables: {names})")
@@ -236,8 +248,18 @@ def load_net(path, var="cnn", input_shape=None) -> Net:
     """Read a toolbox `cnn` struct saved by MATLAB or Octave (`save -v7`) as a Net.
 
     Extra fields (a, d, rL, o, ...) are ignored. The net is float64, as the toolbox's own numbers are.
+    A struct whose fields do not make a net (cells of the wrong size, NaN or Inf weights) is one
+    DamagedFile naming the file.
     """
-    return from_toolbox(struct_to_dict(read_struct(path, var), f"{path}:{var}"), input_shape)
+    from .fileio import DamagedFile, reading
+
+    struct = read_struct(path, var)
+    with reading(path, f"toolbox cnn struct in '{var}'"):
+        net = from_toolbox(struct_to_dict(struct, f"{path}:{var}"), input_shape)
+    for name, leaf in jax.tree_util.tree_leaves_with_path(net.params):
+        if not np.isfinite(np.asarray(leaf)).all():
+            raise DamagedFile(path, f"{var}: {jax.tree_util.keystr(name)} holds non-finite weights (NaN or Inf)")
+    return net
 
 
 def _object_row(items):

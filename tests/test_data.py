@@ -111,7 +111,7 @@ def test_toolbox_mat_file(tmp_path):
     with pytest.raises(DataError, match="missing variable.*train_y, test_x, test_y"):
         data.load_mat(tmp_path / "bad.mat")
     (tmp_path / "junk.mat").write_bytes(b"not a mat file at all")
-    with pytest.raises(DataError, match="junk.mat: not a MATLAB"):
+    with pytest.raises(DataError, match="junk.mat: damaged or not a MATLAB"):
         data.load_mat(tmp_path / "junk.mat")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxcnn import toolbox
-from jaxcnn.fileio import atomic_write_bytes
+from jaxcnn.fileio import atomic_write_bytes, reading
 
 PACKAGED = Path(__file__).resolve().with_name("golden.npz")
 STRUCTS = ("cnn_init", "cnn_grads", "cnn_after", "gc_init", "gc_grads")
@@ -89,15 +89,19 @@ def from_npz(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"golden file {path} not found")
-    with np.load(path, allow_pickle=False) as f:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as f:    # np.load(path) leaks it if damaged
         arrays = {k: f[k] for k in f.files}
     return _expand(arrays, json.loads(str(arrays.pop("skeleton"))))
 
 
 def load(path=None) -> dict:
-    """The reference values from `path` (the full `.mat` or a compact `.npz`; default: the packaged copy)."""
+    """The reference values from `path` (the full `.mat` or a compact `.npz`; default: the packaged copy).
+    A damaged or foreign file is one DamagedFile naming it (`jaxcnn.fileio.reading`)."""
+    from scipy.io.matlab import MatReadError
+
     path = Path(path) if path else default_path()
-    return from_mat(path) if path.suffix == ".mat" else from_npz(path)
+    with reading(path, "toolbox golden file (.mat) or compact copy (.npz)", also=(MatReadError,)):
+        return from_mat(path) if path.suffix == ".mat" else from_npz(path)
 
 
 def differences(a, b, name="") -> list[str]:

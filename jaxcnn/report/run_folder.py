@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .. import config as config_mod, data as data_mod, fileio, netfile
+from .. import config as config_mod, data as data_mod, netfile, records
 
 
 class ReportError(ValueError):
@@ -48,13 +46,13 @@ def load_run(run_dir) -> Run:
     for name in ("config.toml", "net.npz"):
         if not (run_dir / name).exists():
             raise ReportError(f"{run_dir} is not a finished run: no {name}")
-    config_text = (run_dir / "config.toml").read_text()
-    cfg = config_mod.from_dict(tomllib.loads(config_text))
+    cfg = config_mod.load(run_dir / "config.toml")
+    config_text = (run_dir / "config.toml").read_text(encoding="utf-8")
     metrics_path = run_dir / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-        if metrics_path.exists() else []
+    metrics = records.read_metrics(metrics_path) if metrics_path.exists() else []
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = records.read_summary(summary_path) if summary_path.exists() else {}
+    read_kernels(run_dir)                  # read now too: a damaged record stops the page before any work
     net = netfile.load(run_dir / "net.npz")
     dataset = load_data(cfg)
     names = data_mod.CLASS_NAMES.get(dataset.name, [str(c) for c in range(dataset.n_classes)])
@@ -67,9 +65,9 @@ def read_rl(run_dir: Path):
 
     for path in reversed(checkpoint.list_checkpoints(run_dir)):
         try:
-            arrays, _ = fileio.load_npz(path)
+            arrays, _ = checkpoint.read(path)
             return np.asarray(arrays["rl"])
-        except (OSError, ValueError, KeyError):
+        except checkpoint.CheckpointError:
             continue
     return None
 
@@ -80,8 +78,7 @@ def read_kernels(run_dir: Path):
     path = run_dir / "kernels.npz"
     if not path.exists():
         return None
-    arrays, meta = fileio.load_npz(path)
-    return arrays, meta["epochs"]
+    return records.read_kernels(path)
 
 
 def data_files(dataset) -> list[Path]:
