@@ -72,8 +72,8 @@ def test_unchecked_the_fast_rule_is_wrong_by_o_times_one_minus_the_row_sum():
     targets = np.eye(CLASSES)[[0, 1, 2, 3, 0, 1]]
     targets[2] = [0.0, 0.0, 0.5, 0.0]
     x, y = model.as_nhwc(net, images), jnp.asarray(targets)
-    loss, grads = jax.value_and_grad(model.loss)(net, x, y)
-    fast_loss, fast_grads = fast.loss_and_grad(net.params, net.layers, x, y, "softmax")
+    loss, grads = jax.jit(jax.value_and_grad(model.loss))(net, x, y)
+    fast_loss, fast_grads = jax.jit(fast.loss_and_grad, static_argnums=(1, 4))(net.params, net.layers, x, y, "softmax")
     np.testing.assert_allclose(fast_loss, loss, **TIGHT)
     o = np.asarray(model.forward_nhwc(net.params, net.layers, x, "softmax"))
     gap = o[2] * (1 - targets[2].sum()) / N
@@ -128,7 +128,7 @@ def test_every_entry_point_refuses_non_finite_sigmoid_targets(value):
             call(net, images, targets)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("dtype", [pytest.param(jnp.float32, marks=pytest.mark.slow), jnp.float64])
 def test_the_sum_tolerance_is_the_rounding_of_the_net_s_dtype(dtype):
     """A true distribution rounded to the net's dtype is accepted; a row off by 4× the tolerance is not."""
     net, images = _case("softmax", dtype)
