@@ -5,11 +5,20 @@ only ratios taken side by side do. Each contender is compiled first (timed), the
 turns, epoch by epoch, on the same permutation: one warm-up round, then `rounds` timed rounds
 (A B C A B C ...). The record holds every epoch's seconds, the median per contender and the ratios of
 the medians to jaxcnn's, plus images/s, the time to evaluate the test set, peak memory (the process's
-maximum resident set), dtype, device, processor, versions, XLA flags and the compiler options jaxcnn sets.
+maximum resident set), dtype, device, processor and its vector extensions, versions, XLA flags and the
+compiler options jaxcnn sets.
+
+The floor: each round also times numpy's float32 1024×1024 matrix product (`SGEMM_REPS` of them, in turn with
+the contenders, so it sees the same drift), and the record sets the epoch's FLOPs (`flops_per_image`, counted
+from the layer stack) against that rate: `floor_seconds` = FLOPs / median sgemm rate, and each contender's
+`fraction` of it = floor_seconds / its median epoch. The same for evaluating the test set (forward FLOPs only).
+Which BLAS kernel numpy ran is recorded (threadpoolctl, where installed), with the OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE variables that some hosts set to force an older kernel: a forced kernel lowers the floor.
 
 Contenders: `jaxcnn` (the fast epoch); `baseline`, the straightforward program (autodiff through
 `lax.conv_general_dilated` in NCHW inside the same `lax.scan` epoch, each step gathering its batch,
-XLA's default options); and a peer from `jaxcnn.peers` when asked (`torch`: PyTorch eager).
+XLA's default options); and the peers from `jaxcnn.peers` that are asked for (`torch`: PyTorch eager,
+`torch-compile`: its training step through `torch.compile`).
 """
 from __future__ import annotations
 
@@ -29,13 +38,46 @@ import numpy as np
 from jax import lax
 
 from . import config as config_mod, data as data_mod, fast, model, peers
-from .layers import Conv, Pool, describe, options
+from .layers import Conv, Pool, describe, layer_shapes, options
 from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
 from .train import batch_matrix, evaluate, make_epoch_fn
 
 DEFAULT_CONFIG = "fashion_mnist"                 # a packaged config (jaxcnn configs)
 REFERENCE = "jaxcnn"                      # the denominator of every ratio
+SGEMM_N, SGEMM_REPS = 1024, 32            # the floor: 32 float32 1024² products a round (≈ 69 GFLOP)
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+FLOPS_RULE = ("2 FLOPs per multiply-add of the convolutions and the output layer: forward, the kernel and weight "
+              "gradients, and the deltas sent back to every layer that has a learning layer before it; "
+              "activations, pooling, biases, the loss and the update are not counted")
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512cd", "avx512bw",
+                     "avx512vl", "avx512ifma", "avx512vbmi", "avx512_vbmi2", "avx512_vnni", "avx512_bitalg",
+                     "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+                     "amx_int8", "asimd", "sve", "sve2", "sme")
+
+
+def flops_per_image(layers, input_shape, n_classes: int) -> dict[str, int]:
+    """{"forward", "backward"}: the FLOPs of one image's training step by FLOPS_RULE, from the layer stack.
+
+    A 'c' layer of kernel k from C_in maps to C_out maps of h×w costs h·w·C_out·k²·C_in multiply-adds forward,
+    as many for its kernel gradient, and as many again for the 'full' convolution that sends its delta back
+    when a 'c' layer lies before it (the first one sends none: nothing before it learns). The output layer
+    (classes × fvnum) costs classes·fvnum forward, as many for its weight gradient, and as many for the
+    feature vector's delta when any 'c' layer lies before it."""
+    shapes = layer_shapes(layers, input_shape)
+    forward = backward = 0
+    learning_before = False
+    for layer, (_, _, c_in), (h, w, c_out) in zip(layers[1:], shapes, shapes[1:]):
+        if isinstance(layer, Conv):
+            macs = h * w * c_out * layer.kernelsize ** 2 * c_in
+            forward += macs
+            backward += macs * (2 if learning_before else 1)
+            learning_before = True
+    h, w, c = shapes[-1]
+    output = n_classes * h * w * c
+    forward += output
+    backward += output * (2 if learning_before else 1)
+    return {"forward": 2 * forward, "backward": 2 * backward}
 
 
 def baseline_loss(net, x, y):
@@ -112,30 +154,86 @@ def _load(cfg):
     return dataset.subset(cfg.data.n_train or None, cfg.data.n_test or None), dataset.source
 
 
-def _check_peer(peer, cfg):
-    """Fail before any work if the peer is unknown, not installed, or cannot run the config's optimizer."""
-    if peer is None:
+def _check_peers(names, cfg):
+    """Fail before any work if a peer is unknown or repeated, torch is not installed, or the config asks for
+    what the peers cannot run; returns the torch module, or None when no peer is asked for."""
+    if not names:
         return None
-    if peer not in peers.PEERS:
-        raise ValueError(f"--peer {peer!r}: unknown peer (choose from {', '.join(peers.PEERS)})")
+    for name in names:
+        if name not in peers.PEERS:
+            raise ValueError(f"--peer {name!r}: unknown peer (choose from {', '.join(peers.PEERS)})")
+    if len(set(names)) < len(names):
+        raise ValueError(f"--peer: name each peer once, got {', '.join(names)}")
     torch = peers.import_torch()
     t = cfg.train
     if t.optimizer != "sgd" or t.momentum or t.schedule != "constant":
-        raise ValueError(f"--peer torch runs plain SGD with a constant alpha; the config asks for "
+        raise ValueError(f"--peer {names[0]} runs plain SGD with a constant alpha; the config asks for "
                          f"optimizer={t.optimizer!r}, momentum={t.momentum}, schedule={t.schedule!r}")
     if cfg.model.output != "sigmoid" or any(options(layer) for layer in cfg.model.layers):
-        raise ValueError("--peer torch builds the toolbox's net (sigmoid convolutions, mean pooling, sigmoid "
+        raise ValueError(f"--peer {names[0]} builds the toolbox's net (sigmoid convolutions, mean pooling, sigmoid "
                          "output); this config has other layer options")
     return torch
 
 
-def run(config_path=None, rounds: int = 3, baseline: bool = True, peer: str | None = None,
-        float64: bool = False) -> dict:
+def sgemm(n: int = SGEMM_N, reps: int = SGEMM_REPS) -> Callable:
+    """`product(_)`: `reps` float32 n×n matrix products by numpy (2·n³·reps FLOPs), timed like an epoch."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), np.float32) for _ in range(2))
+    c = np.empty((n, n), np.float32)
+
+    def product(_batches=None):
+        for _ in range(reps):
+            np.matmul(a, b, out=c)
+        return c
+
+    return product
+
+
+def blas_info() -> dict:
+    """Which BLAS numpy runs (threadpoolctl, where installed) and the variables that steer it."""
+    info = {"variables": {name: os.environ.get(name) for name in BLAS_VARIABLES}}
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {**info, "libraries": None, "note": "threadpoolctl is not installed: the kernel is not known"}
+    keys = ("internal_api", "version", "architecture", "threading_layer", "num_threads")
+    return {**info, "libraries": [{k: lib.get(k) for k in keys} | {"file": Path(lib["filepath"]).name}
+                                  for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]}
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """The processor's name, [family, model, stepping], the vector extensions of VECTOR_EXTENSIONS that
+    /proc/cpuinfo lists for it, and its cache size, from the first processor's entry."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"processor": fields.get("model name") or platform.processor(),
+            "family_model_stepping": [fields.get("cpu family"), fields.get("model"), fields.get("stepping")],
+            "vector_extensions": [f for f in VECTOR_EXTENSIONS if f in flags],
+            "cache_size": fields.get("cache size")}
+
+
+def _loadavg():
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(), float64: bool = False) -> dict:
     """Benchmark as described in the module docstring; returns the record (a JSON-able dict)."""
     cfg = config_mod.load(config_path or DEFAULT_CONFIG)
     if rounds < 1:
         raise ValueError(f"--epochs {rounds}: the number of timed rounds must be at least 1")
-    torch = _check_peer(peer, cfg)
+    peer_names = list(peer_names)
+    torch = _check_peers(peer_names, cfg)
     dtype = use_dtype("float64" if float64 else cfg.train.dtype)
     dataset, source = _load(cfg)
     x, y, x_test = prepare_arrays(dataset, dtype)
@@ -152,11 +250,16 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer: str | No
         compile_seconds["baseline"], epochs["baseline"] = jax_contender(
             make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, compiler_options=None),
             net, opt_state, x, y, steps, batchsize)
-    if torch is not None:
-        _, epochs[peer] = peers.torch_trainer(net, x, y, cfg.train.alpha, threads=os.cpu_count())
-        compile_seconds[peer] = None                                      # eager: nothing to compile
+    for name in peer_names:
+        _, epochs[name] = peers.torch_trainer(net, x, y, cfg.train.alpha, threads=os.cpu_count(),
+                                              compile=name == "torch-compile")
+        compile_seconds[name] = None                 # torch.compile compiles in the warm-up round (warmup_seconds)
+    contenders = list(epochs)
 
-    seconds = interleave(epochs, lambda r: batch_matrix(epoch_order(order_key, r, n), batchsize), 1 + rounds)
+    load_before = _loadavg()
+    seconds = interleave({**epochs, "sgemm": sgemm()},
+                         lambda r: batch_matrix(epoch_order(order_key, r, n), batchsize), 1 + rounds)
+    sgemm_gflops = [2 * SGEMM_N ** 3 * SGEMM_REPS / s / 1e9 for s in seconds.pop("sgemm")[1:]]
     warmup = {name: s[0] for name, s in seconds.items()}
     seconds = {name: s[1:] for name, s in seconds.items()}
     medians = {name: statistics.median(s) for name, s in seconds.items()}
@@ -167,36 +270,42 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer: str | No
         t0 = time.perf_counter()
         evaluate(net, x_test, dataset.test_labels)
         eval_seconds.append(time.perf_counter() - t0)
+    eval_median = statistics.median(eval_seconds)
+    load_after = _loadavg()
+
+    per_image = flops_per_image(net.layers, x.shape[1:], dataset.n_classes)
+    rate = statistics.median(sgemm_gflops) * 1e9
+    epoch_flops = (per_image["forward"] + per_image["backward"]) * steps * batchsize
+    eval_flops = per_image["forward"] * int(x_test.shape[0])
+    floor = {"sgemm": f"numpy float32 {SGEMM_N}x{SGEMM_N} @ {SGEMM_N}x{SGEMM_N}, {SGEMM_REPS} products a round",
+             "sgemm_gflops_per_round": sgemm_gflops, "sgemm_gflops": rate / 1e9, "blas": blas_info(),
+             "flops_rule": FLOPS_RULE, "flops_per_image": per_image, "epoch_gflop": epoch_flops / 1e9,
+             "floor_seconds": epoch_flops / rate,
+             "fraction": {name: epoch_flops / rate / m for name, m in medians.items()},
+             "eval_gflop": eval_flops / 1e9, "eval_floor_seconds": eval_flops / rate,
+             "eval_fraction": eval_flops / rate / eval_median}
+    cpu = cpu_info()
     return {
         "net": describe(net.layers), "dataset": dataset.name, "data_source": source, "n_train": n,
         "n_test": int(x_test.shape[0]), "batchsize": batchsize, "steps_per_epoch": steps,
-        "dtype": np.dtype(dtype).name, "rounds": rounds, "contenders": list(epochs),
+        "dtype": np.dtype(dtype).name, "rounds": rounds, "contenders": contenders,
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
-        "eval_seconds": statistics.median(eval_seconds),
+        "eval_seconds": eval_median, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-        "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": _processor(),
+        "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu["processor"], "cpu": cpu,
         "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": fast.XLA_CPU_OPTIONS,
         **({"torch": torch.__version__, "torch_threads": torch.get_num_threads()} if torch is not None else {}),
     }
 
 
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 DESCRIPTIONS = {"jaxcnn": "im2col + delta rule, jaxcnn's compiler options",
                 "baseline": "autodiff through NCHW lax.conv, per-step gather, default XLA options",
-                "torch": "PyTorch eager, nn.Conv2d/AvgPool2d/Linear, torch.optim.SGD"}
+                "torch": "PyTorch eager, nn.Conv2d/AvgPool2d/Linear, torch.optim.SGD",
+                "torch-compile": "the torch peer's training step through torch.compile (Inductor, C++)"}
 
 
 def format_table(r: dict) -> str:
@@ -208,22 +317,38 @@ def format_table(r: dict) -> str:
             ("versions", f"{versions}, XLA_FLAGS={r['xla_flags'] or '(none)'}"),
             ("compiler options", ", ".join(f"{k}={v!r}" for k, v in r["compiler_options"].items()) or "(none)"),
             ("rounds", f"{r['rounds']} timed after 1 warm-up; each round runs " + " ".join(r["contenders"]))]
+    vectors = " ".join(r["cpu"]["vector_extensions"]) or "(none listed)"
+    rows.insert(2, ("vector extensions", vectors))
     for name in r["contenders"]:
         compile_s = r["compile_seconds"][name]
+        compiled = ("compiled in its warm-up" if name == "torch-compile" else "no compile (eager)") \
+            if compile_s is None else f"compile {compile_s:.2f} s"
         epochs = ", ".join(f"{s:.2f}" for s in r["epoch_seconds"][name])
         rows.append((name, f"{r['seconds_per_epoch'][name]:.2f} s/epoch (median of {epochs}; warm-up "
                            f"{r['warmup_seconds'][name]:.2f}); {r['images_per_second'][name]:,.0f} images/s; "
-                           f"{'no compile (eager)' if compile_s is None else f'compile {compile_s:.2f} s'}  [{DESCRIPTIONS[name]}]"))
+                           f"{compiled}  [{DESCRIPTIONS[name]}]"))
     rows += [(ratio, f"{value:.2f}  (ratio of the medians)") for ratio, value in r["ratios"].items()]
+    f = r["floor"]
+    blas = f["blas"]["libraries"]
+    kernel = ", ".join(f"{lib['internal_api']} {lib['version']} {lib['architecture']} ({lib['num_threads']} threads)"
+                       for lib in blas) if blas else f["blas"].get("note", "unknown")
+    forced = ", ".join(f"{k}={v}" for k, v in f["blas"]["variables"].items() if v is not None)
+    rows += [("sgemm floor", f"{f['sgemm_gflops']:.0f} GFLOP/s (median of "
+                             f"{', '.join(f'{g:.0f}' for g in f['sgemm_gflops_per_round'])}; {kernel}"
+                             f"{'; ' + forced if forced else ''}), so the epoch's {f['epoch_gflop']:.1f} GFLOP "
+                             f"take {f['floor_seconds']:.3f} s"),
+             ("fraction of floor", ", ".join(f"{name} {v:.1%}" for name, v in f["fraction"].items())
+              + f"; eval {f['eval_fraction']:.1%} ({f['eval_gflop']:.2f} GFLOP)")]
     rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s"),
-             ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)")]
+             ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)"),
+             ("load average", f"{r['loadavg']['before']} before the rounds, {r['loadavg']['after']} after")]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True, peer: str | None = None,
+def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True, peer_names=(),
          float64: bool = False) -> int:
     """Run the benchmark and print its record: a table, or one JSON object with `as_json`."""
-    result = run(config_path, rounds=epochs, baseline=baseline, peer=peer, float64=float64)
+    result = run(config_path, rounds=epochs, baseline=baseline, peer_names=peer_names, float64=float64)
     print(json.dumps(result) if as_json else format_table(result))
     return 0

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float64", action="store_true")
     p.add_argument("--json", action="store_true", help="print the whole record as one JSON object")
     p.add_argument("--no-baseline", action="store_true", help="do not time the autodiff lax.conv baseline")
-    p.add_argument("--peer", choices=["torch"], help="also time another framework on the same net (needs jaxcnn[peers])")
+    p.add_argument("--peer", action="append", choices=["torch", "torch-compile"], default=[],
+                   help="also time another framework on the same net (needs jaxcnn[peers]); repeat for several")
 
     sub.add_parser("configs", help="list the packaged configs with their descriptions")
 
@@ -202,7 +203,7 @@ def _bench(args) -> int:
     from . import bench
 
     return bench.main(args.config, epochs=args.epochs, as_json=args.json, baseline=not args.no_baseline,
-                      peer=args.peer, float64=args.float64)
+                      peer_names=args.peer, float64=args.float64)
 
 
 def _configs(args) -> int:

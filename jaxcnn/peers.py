@@ -2,8 +2,10 @@
 
 `torch`: PyTorch eager, built from the layer stack (`nn.Conv2d`, `nn.Sigmoid`, `nn.AvgPool2d`,
 `nn.Flatten`, `nn.Linear`) and started from the jaxcnn net's own weights, so the two runs do the same
-arithmetic: L = ½·Σ(o − y)²/N and w <- w − alpha·dw (`torch.optim.SGD` without momentum). torch is
-imported only here, and only when a peer is asked for (`pip install 'jaxcnn[peers]'`).
+arithmetic: L = ½·Σ(o − y)²/N and w <- w − alpha·dw (`torch.optim.SGD` without momentum).
+`torch-compile`: the same module, loss and SGD, with the forward pass and loss (and so, through AOTAutograd,
+their backward) and the SGD update each compiled by `torch.compile` (TorchInductor's C++ code for the CPU).
+torch is imported only here, and only when a peer is asked for (`pip install 'jaxcnn[peers]'`).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 
 from .layers import Conv, Pool
 
-PEERS = ("torch",)
+PEERS = ("torch", "torch-compile")
 
 
 def import_torch():
@@ -66,12 +68,14 @@ def jax_params(module) -> dict:
             "ffW": as_np(linear.weight), "ffb": as_np(linear.bias)}
 
 
-def torch_trainer(net, images, targets, alpha: float, threads: int | None = None):
+def torch_trainer(net, images, targets, alpha: float, threads: int | None = None, compile: bool = False):
     """(module, epoch): `epoch(batches)` runs one epoch of plain SGD over the rows of a (steps, batchsize)
     index matrix and returns the per-step losses; the module's weights carry over between epochs.
 
     `images` (N, H, W, C) and `targets` (N, classes) are the floats jaxcnn trains on; they are copied once
     to NCHW. Each epoch gathers its batches once, as jaxcnn's epoch does. `threads`: `torch.set_num_threads`.
+    `compile`: run each step through `torch.compile` (it compiles on the first step, and again if a batch
+    of another size comes).
     """
     torch = import_torch()
     if threads:
@@ -82,17 +86,26 @@ def torch_trainer(net, images, targets, alpha: float, threads: int | None = None
     y = torch.from_numpy(np.array(targets)).to(dtype)
     optimizer = torch.optim.SGD(module.parameters(), lr=alpha)
 
+    def loss_of(xb, yb):
+        o = module(xb)
+        return 0.5 * ((o - yb) ** 2).sum() / o.shape[0]
+
+    def update():
+        optimizer.step()
+
+    if compile:                                   # forward + loss (and so their backward) and the update, compiled
+        loss_of, update = torch.compile(loss_of), torch.compile(update)
+
+    def step(xb, yb):
+        loss = loss_of(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        update()
+        return loss.detach()
+
     def epoch(batches):
         index = torch.from_numpy(np.array(batches, np.int64))
         xs, ys = x[index], y[index]                                       # (steps, batchsize, C, H, W), (steps, batchsize, classes)
-        losses = []
-        for xb, yb in zip(xs, ys):
-            o = module(xb)
-            loss = 0.5 * ((o - yb) ** 2).sum() / o.shape[0]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-        return torch.stack(losses).numpy()
+        return torch.stack([step(xb, yb) for xb, yb in zip(xs, ys)]).numpy()
 
     return module, epoch

@@ -66,16 +66,22 @@ def test_ratios_are_medians_over_jaxcnn():
     assert bench.ratios({"jaxcnn": 2.0}) == {}
 
 
-def test_torch_peer_is_the_same_maths(fashion):
+TORCH_COMPILE_IMPORT = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+@pytest.mark.parametrize("compile", [False, pytest.param(True, marks=[pytest.mark.slow, TORCH_COMPILE_IMPORT])],
+                         ids=["torch", "torch-compile"])
+def test_torch_peer_is_the_same_maths(fashion, compile):
     """One epoch of 3 steps on 60 Fashion-MNIST images in float64: torch's per-step losses and final weights
-    are jaxcnn's `train_epoch`, from the same initial weights and the same permutation."""
+    are jaxcnn's `train_epoch`, from the same initial weights and the same permutation; eager and through
+    torch.compile alike (the compiled peer takes 30-90 s to compile on 2 cores: full tier only)."""
     torch = pytest.importorskip("torch")
     x = to_float(fashion.train_images[:60, :, :, None], np.float64)
     y = one_hot(fashion.train_labels[:60], 10, np.float64)
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float64)
     order = np.random.default_rng(5).permutation(60)
 
-    module, epoch = peers.torch_trainer(net, x, y, alpha=1.0)
+    module, epoch = peers.torch_trainer(net, x, y, alpha=1.0, compile=compile)
     assert module[0].weight.dtype == torch.float64
     assert_trees_close(peers.jax_params(module), net.params, 0)                 # it starts from jaxcnn's weights
     losses = epoch(batch_matrix(order, 20))
@@ -86,6 +92,39 @@ def test_torch_peer_is_the_same_maths(fashion):
     assert_trees_close(peers.jax_params(module), jax.tree.map(np.asarray, trained.params), 1e-10)
     moved = np.abs(peers.jax_params(module)["ffW"] - np.asarray(net.params["ffW"])).max()
     assert moved > 1e-3                                                         # the weights did train
+
+
+def test_flops_per_image_are_counted_from_the_layer_stack():
+    """The toolbox net, by hand: conv1 24·24·6 outputs × 25 taps = 86,400 multiply-adds, conv2 8·8·12 × 25·6 =
+    115,200, the output layer 10 × 192 = 1,920. Forward 2·203,520; backward: both kernel gradients (86,400 +
+    115,200), conv2's delta back to the first pooled maps (115,200; conv1 sends none), ffW's gradient and the
+    fv delta (2·1,920): 2·320,640. An epoch of 60,000 images is 62.8992 GFLOP."""
+    per_image = bench.flops_per_image(EXAMPLE_LAYERS, (28, 28), 10)
+    assert per_image == {"forward": 407_040, "backward": 641_280}
+    assert sum(per_image.values()) * 60_000 == 62_899_200_000
+    # c-c on RGB 9×12: conv1 7·10·2 × 9·3 = 3,780; conv2 6·9·3 × 4·2 = 1,296, and it sends a delta back; output 4 × 162 = 648
+    assert bench.flops_per_image((Input(), Conv(2, 3), Conv(3, 2)), (9, 12, 3), 4) == {
+        "forward": 2 * (3780 + 1296 + 648), "backward": 2 * (3780 + 2 * 1296 + 2 * 648)}
+    # pooling first: the conv after it sends no delta back (nothing before it learns); 5·5·3 × 9·1 = 675, output 2 × 75
+    assert bench.flops_per_image((Input(), Pool(2), Conv(3, 3)), (14, 14), 2) == {
+        "forward": 2 * (675 + 150), "backward": 2 * (675 + 2 * 150)}
+
+
+def test_cpu_info_names_the_model_and_its_vector_extensions():
+    cpuinfo = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+               "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 2\ncache size\t: 4096 KB\n"
+               "flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx avx2 avx512f avx512bw avx_vnni amx_tile\n\n"
+               "processor\t: 1\nmodel name\t: another\nflags\t\t: fpu sse\n")
+    assert bench.cpu_info(cpuinfo) == {"processor": "Intel(R) Xeon(R) Processor", "family_model_stepping": ["6", "207", "2"],
+                                       "vector_extensions": ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
+                                                             "avx_vnni", "amx_tile"],
+                                       "cache_size": "4096 KB"}
+
+
+def test_a_peer_named_twice_is_one_line(capsys):
+    assert cli.main(["bench", "--peer", "torch", "--peer", "torch", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err == "jaxcnn: error: --peer: name each peer once, got torch, torch\n"
 
 
 def test_torch_peer_without_torch_is_one_line(monkeypatch, capsys):
@@ -126,6 +165,15 @@ def test_bench_json_record(tmp_path):
     assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
     assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
+    f = r["floor"]                                                  # 200 images of 1,048,320 FLOPs; 100 of 407,040
+    assert (f["epoch_gflop"], f["eval_gflop"]) == (200 * 1_048_320 / 1e9, 100 * 407_040 / 1e9)
+    assert len(f["sgemm_gflops_per_round"]) == 1 and f["sgemm_gflops"] == statistics.median(f["sgemm_gflops_per_round"])
+    assert f["floor_seconds"] == pytest.approx(f["epoch_gflop"] / f["sgemm_gflops"], rel=1e-12)
+    for name in r["contenders"]:
+        assert f["fraction"][name] == pytest.approx(f["floor_seconds"] / r["seconds_per_epoch"][name], rel=1e-12)
+    assert f["eval_fraction"] == pytest.approx(f["eval_gflop"] / f["sgemm_gflops"] / r["eval_seconds"], rel=1e-12)
+    assert set(f["blas"]["variables"]) == set(bench.BLAS_VARIABLES)
+    assert r["cpu"] == bench.cpu_info() and r["processor"] == r["cpu"]["processor"]
 
 
 @pytest.mark.slow
