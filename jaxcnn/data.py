@@ -217,6 +217,10 @@ def load_mat(path, name: str = "mnist") -> Dataset:
     def labels(y, key):
         if y.ndim != 2 or y.dtype.kind not in "uif" or y.shape[1] == 0:
             raise DamagedDataFile(path, f"{key} must be N x classes one-hot, got {y.dtype}{list(y.shape)}")
+        not_one_hot = ~(((y == 0) | (y == 1)).all(axis=1) & (y.sum(axis=1) == 1))
+        if not_one_hot.any():
+            row = int(np.flatnonzero(not_one_hot)[0])
+            raise DamagedDataFile(path, f"{key} row {row + 1} is {y[row].tolist()}, not one-hot (a single 1, zeros elsewhere)")
         return y.argmax(axis=1).astype(np.int64)
 
     with reading(path, "mnist_uint8.mat (train_x, train_y, test_x, test_y)", DamagedDataFile):

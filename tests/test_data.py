@@ -115,6 +115,17 @@ def test_toolbox_mat_file(tmp_path):
         data.load_mat(tmp_path / "junk.mat")
 
 
+@pytest.mark.parametrize("row", [[0, 1, 1] + [0] * 7, [0] * 10, [0.5, 0.5] + [0] * 8])
+def test_toolbox_mat_targets_that_are_not_one_hot_are_refused(tmp_path, row):
+    """argmax would silently turn a soft or empty row into a label; the file is refused, naming the row (1-based)."""
+    images = np.zeros((3, 784), np.uint8)
+    train_y = np.eye(10)[[0, 1, 2]]
+    train_y[1] = row
+    scipy.io.savemat(tmp_path / "m.mat", {"train_x": images, "train_y": train_y, "test_x": images, "test_y": np.eye(10)[:3]})
+    with pytest.raises(DataError, match=r"m.mat: .*train_y row 2 is .*not one-hot"):
+        data.load_mat(tmp_path / "m.mat")
+
+
 def test_subset_bounds(tmp_path):
     make_folder(tmp_path)
     ds = data.load_idx_folder(tmp_path)
