@@ -11,7 +11,8 @@ The contract (the toolbox's struct as dicts and 0-based lists, exactly as `cnnbp
     net["ffW"] (onum×fvnum), net["ffb"] (onum×1), net["fv"] (fvnum×N), net["o"] (onum×N); y is onum×N.
     It returns the net with "d" (d[j]) on every layer after the input, "dk" (dk[i][j]) and "db" (db[j])
     on each 'c' layer, and "dffW", "dffb" (all required); "e", "L", "od", "fvd" are compared when present.
-  cnnff(net, x) -> net, optional: x is the list of input maps; compared: every layer's "a", "fv", "o".
+  cnnff(net, x) -> net, optional: x is the H×W×N input (cnnff.m: net.layers{1}.a{1} = x); net has no
+    "a", "fv", "o" yet; compared: every layer's "a" after the input, "fv", "o".
   rot180(X), flipall(X), expand(A, S), convn(a, k, shape), optional building blocks.
 Arrays are compared as MATLAB sizes them: trailing singleton dimensions do not count (a 5×5×1 dk is 5×5).
 """
@@ -116,12 +117,14 @@ class CheckResult:
         lines = [f"{self.subject}: wrong"]
         f = self.first_failure
         if f:
-            where = f["quantity"] + (f" map {f['map']}" if f.get("map") else "")
+            where = f["quantity"] + "".join(f"{{{m}}}" for m in f.get("map") or [])
             if f.get("problem"):
                 lines.append(f"first failure: {where}: {f['problem']}")
             else:
-                lines.append(f"first failure: {where}, at {f['index']}: yours {f['got']:.6g}, the lecture's {f['want']:.6g}"
-                             f" (case: {f['case']})")
+                index = "(" + ", ".join(map(str, f["index"])) + ")"
+                layer = f" (layer {f['layer']})" if f.get("layer") else ""
+                lines.append(f"first failure: {where}{index}{layer}: yours {f['got']:.6g}, "
+                             f"the lecture's {f['want']:.6g} (case: {f['case']})")
             lines.append(f"  the lecture computes it at {f['line']}")
         if self.diagnosis:
             for d in self.diagnosis:
@@ -210,13 +213,16 @@ class PythonSubject:
         except Exception as err:           # the user's code raising is a result
             raise UserCodeError(_describe_error(err, self.files)) from err
 
+    def prepare(self, cases, block_trials):
+        """Nothing to prepare: each function is called as the check goes."""
+
     def run_cnnbp(self, cases):
         return [self._call(self.cnnbp, user_net(case), case.y) for case in cases]
 
     def run_cnnff(self, cases):
-        return [self._call(self.cnnff, user_net(case, with_forward=False), case.x) for case in cases]
+        return [self._call(self.cnnff, user_net(case, with_forward=False), case.x[0]) for case in cases]
 
-    def run_block(self, name, *args):
+    def run_block(self, name, index, args):
         return self._call(self.blocks[name], *args)
 
 
@@ -247,7 +253,9 @@ def load_python(path: Path) -> PythonSubject:
 # ---- comparing -------------------------------------------------------------------------------------
 
 def _matlab_shape(x) -> tuple:
+    """The size MATLAB would show: no trailing singleton dimensions; a 1-D numpy array is a column."""
     shape = tuple(np.shape(x))
+    shape = shape + (1,) if len(shape) == 1 else shape
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
     while len(shape) == 2 and shape[-1] == 1 and shape[0] == 1:
@@ -416,8 +424,8 @@ def _order(key):
 def _failure(q: Quantity) -> dict:
     w = q.worst or {}
     reference_net = w.get("net")
-    return {"quantity": q.label, "layer": q.layer, "map": _map_text(w.get("where")) or None,
-            "index": _index_text(w["index"]) if "index" in w else None,
+    return {"quantity": q.label, "layer": q.layer, "map": list(w["where"]) if w.get("where") else None,
+            "index": [int(i) + 1 for i in w["index"]] or [1] if "index" in w else None,
             "got": w.get("got"), "want": w.get("want"),
             "line": line_of(q.name, q.layer, reference_net) if reference_net else BLOCK_LINES.get(q.name, ""),
             "case": w.get("case"), "problem": q.problem}
@@ -529,8 +537,8 @@ def check_blocks(subject) -> list[Quantity]:
         if name not in subject.blocks:
             continue
         q = Quantity(name, None, "block")
-        for args, want in trials:
-            got = subject.run_block(name, *args)
+        for index, (args, want) in enumerate(trials):
+            got = subject.run_block(name, index, args)
             outcome = compare_entries([(None, got)], [(None, want)])
             if isinstance(outcome, str):
                 q.passed, q.problem, q.max_abs, q.max_rel = False, f"{outcome} on a {_shape_text(np.shape(args[0]))} input", np.inf, np.inf
@@ -599,6 +607,7 @@ def check(subject, *, cnnff=None, options=None) -> CheckResult:
 
 
 def _run(subject, cases, result):
+    subject.prepare(cases, _block_inputs())
     result.quantities += check_blocks(subject) if subject.blocks else []
     if subject.cnnff is not None:
         forward = subject.run_cnnff(cases)
