@@ -39,6 +39,7 @@ def test_the_wheel_is_small_and_holds_the_package_data(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert "jaxcnn/verification/golden.npz" in names and "jaxcnn/verification/checks.py" in names
+    assert {f"jaxcnn/report/{p.name}" for p in (REPO / "jaxcnn" / "report").glob("*.py")} <= set(names)
     assert {f"jaxcnn/configs/{c.name}" for c in (REPO / "configs").glob("*.toml")} <= set(names)
     assert not [n for n in names if n.startswith(("verification/", "configs/", "tests/"))]   # no generic top level
     assert wheel.stat().st_size < 2_000_000
