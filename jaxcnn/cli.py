@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="a Python file defining cnnbp(net, y), or a folder holding cnnbp.m")
     p.add_argument("--json", action="store_true", help="print one JSON object (passed, quantities, first_failure, "
                                                        "diagnosis, error; see docs/check.md)")
+    p.add_argument("--report", metavar="FILE", help="also write one self-contained HTML page: verdict, diagnosis, "
+                                                    "and each failing quantity's maps beside the lecture's")
 
     p = sub.add_parser("bench", help="time epochs of jaxcnn, the baseline and a peer, interleaved: ratios of medians")
     p.add_argument("config", nargs="?", default=None, help="a config name or .toml file (default fashion_mnist)")
@@ -181,6 +183,11 @@ def _check(args) -> int:
 
     result = check(args.path)
     print(json.dumps(result.to_json(), indent=1) if args.json else str(result))
+    if args.report:
+        from .report import check_page
+
+        path = check_page.write(result, args.report)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if result.passed else 1
 
 

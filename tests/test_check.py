@@ -321,7 +321,8 @@ def test_octave_correct_port_passes_and_its_exception_is_a_result(tmp_path):
     (own / "cnnbp.m").write_text((own / "cnnbp.m").read_text().replace("repelem(up.d{i}, s, s, 1)",
                                                                         "expand(up.d{i}, [s s 1])"))
     result = check(own)
-    assert [q.label for q in result.quantities if not q.passed][0] == "expand"
+    assert result.error is None and result.first_failure["quantity"] == "expand"
+    assert [q.label for q in result.quantities if not q.passed][:2] == ["expand", "net.layers{4}.d"]
 
 
 @pytest.mark.slow
@@ -333,3 +334,46 @@ def test_octave_mistakes_and_pairs_are_named(tmp_path):
     for pair in OCTAVE_PAIRS:
         got[pair] = _names(check(_octave_folder(tmp_path, "+".join(pair), *pair)))
     assert got == {ids: [list(ids)] for ids in got}
+
+
+# ---- the report page ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_report_page_in_chromium(tmp_path):
+    from jaxcnn.report import check_page
+    from tests.test_report import CHROMIUM_ARGS, open_page
+    from playwright import sync_api
+
+    user = tmp_path / "<i>student.py"                       # markup in a name is text on the page
+    user.write_text(f"import sys\nsys.path.insert(0, {str(FIXTURES)!r})\nimport einsum_cnnbp\n"
+                    "cnnbp = einsum_cnnbp.make('full-conv-missing-rot180')\n")
+    wrong = check(user)
+    assert cli.main(["check", str(user), "--report", str(tmp_path / "wrong.html")]) == 1
+    check_page.write(check(EINSUM.cnnbp), tmp_path / "right.html")
+    raises = tmp_path / "raises.py"
+    raises.write_text("def cnnbp(net, y):\n    return 1 / 0\n")
+    check_page.write(check(raises), tmp_path / "raises.html")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        seen = open_page(browser, tmp_path / "wrong.html", screenshot=tmp_path / "wrong.png")
+        right = open_page(browser, tmp_path / "right.html")
+        raised = open_page(browser, tmp_path / "raises.html")
+        page = browser.new_page()
+        page.goto((tmp_path / "wrong.html").as_uri())
+        injected = page.evaluate("() => document.querySelectorAll('body i').length")
+        csp = page.evaluate("() => document.querySelector('meta[http-equiv]').content")
+        browser.close()
+    assert seen["outside"] == [] and seen["errors"] == [] and injected == 0 and "default-src 'none'" in csp
+    assert seen["sections"] == ["s-verdict", "s-diagnosis", "s-quantities", "s-maps"]
+    failing = [q.label for q in wrong.quantities if not q.passed]
+    assert failing == ["net.layers{3}.d", "net.layers{2}.d", "net.layers{2}.dk", "net.layers{2}.db"]
+    assert [alt for alt, _, _ in seen["images"]] == [f"{label}: {who}" for label in failing
+                                                     for who in ("yours", "the lecture's", "yours − the lecture's")]
+    assert all(complete and width > 0 for _, complete, width in seen["images"])
+    assert "full-conv-missing-rot180" in seen["text"] and "fix cnnbp.m line 32: " + bp.LINES[32] in seen["text"]
+    assert "<i>student.py" in seen["text"]
+    for n, q in enumerate(wrong.quantities):
+        assert seen["spans"][f"v-abs-{n}"] == q.max_abs and seen["spans"][f"v-rel-{n}"] == q.max_rel
+    assert right["sections"] == ["s-verdict", "s-quantities"] and right["images"] == [] and "correct" in right["text"]
+    assert raised["sections"] == ["s-verdict", "s-diagnosis", "s-quantities"]
+    assert f"ZeroDivisionError: division by zero ({raises}:2, in cnnbp)" in raised["text"]

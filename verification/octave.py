@@ -162,7 +162,8 @@ class OctaveSubject:
             tmp = Path(tmp)
             scipy.io.savemat(tmp / "blocks.mat", {
                 "block_names": _cell([name for name, _ in self._trials]),
-                "block_args": _cell([_cell([_to_mat(a) for a in block_trials[name][i][0]]) for name, i in self._trials]),
+                "block_args": _cell([_cell([a if isinstance(a, str) else np.asarray(a, np.float64)
+                                            for a in block_trials[name][i][0]]) for name, i in self._trials]),
             })
             for c, case in enumerate(cases, start=1):
                 scipy.io.savemat(tmp / f"case{c}.mat", {"net": _to_mat(user_net(case)),
