@@ -314,7 +314,12 @@ def test_octave_correct_port_passes_and_its_exception_is_a_result(tmp_path):
     result = check(folder)
     assert not result.passed and result.diagnosis == []
     assert result.error.startswith("Octave error: operator -: nonconformant arguments")
-    assert f"{folder.resolve()}/cnnbp.m:3, in cnnbp)" in result.error
+    assert result.error.endswith(f"({folder.resolve()}/cnnbp.m:3, in cnnbp)")
+    # raised inside jaxcnn's expand.m, called wrongly: the place named is the user's line that called it
+    (folder / "cnnbp.m").write_text("function net = cnnbp(net, y)\n    n = numel(net.layers);\n"
+                                    "    net.e = expand(net.o);\nend\n")
+    result = check(folder)
+    assert "'S' undefined" in result.error and result.error.endswith(f"({folder.resolve()}/cnnbp.m:3, in cnnbp)")
     # the user's own helpers win over jaxcnn's: an expand.m in the folder is used (and checked as a block)
     own = _octave_folder(tmp_path, "own-expand")
     (own / "expand.m").write_text("function B = expand(A, S)\n    B = repelem(A, S(1), S(2), 1) * 2;\nend\n")
