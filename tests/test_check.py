@@ -382,3 +382,16 @@ def test_the_report_page_in_chromium(tmp_path):
     assert right["sections"] == ["s-verdict", "s-quantities"] and right["images"] == [] and "correct" in right["text"]
     assert raised["sections"] == ["s-verdict", "s-diagnosis", "s-quantities"]
     assert f"ZeroDivisionError: division by zero ({raises}:2, in cnnbp)" in raised["text"]
+
+
+def test_the_docs_list_every_catalogue_entry_and_the_issues_ids():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "check.md").read_text()
+    assert [m.id for m in mistakes.CATALOGUE if f"| `{m.id}`" not in text] == []
+    issue_16 = ["error-sign", "od-missing-sigmoid-derivative", "fvd-extra-derivative", "fvd-reshape-order",
+                "pool-missing-scale-division", "pool-divides-by-scale", "pool-zero-upsampling",
+                "conv-missing-activation-derivative", "full-conv-missing-rot180", "full-conv-transpose-for-rot180",
+                "full-conv-not-accumulated", "dk-missing-flipall", "dk-spatial-flip-only", "dk-not-averaged",
+                "db-not-averaged", "dffW-not-averaged", "dffb-not-averaged"]
+    assert set(issue_16) <= set(mistakes.BY_ID)
+    for m in mistakes.CATALOGUE:
+        assert m.line in bp.LINES and m.rule in bp.RULES and m.explanation.endswith(".")
