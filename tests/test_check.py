@@ -39,6 +39,7 @@ def _lecture(rules=None):
     return cnnbp
 
 
+@pytest.mark.slow
 def test_correct_ports_in_other_styles_pass():
     for subject in (FIXTURES / "einsum_cnnbp.py", FIXTURES / "loops_cnnbp.py", _lecture()):
         result = check(subject)
@@ -56,8 +57,7 @@ def test_correct_ports_in_other_styles_pass():
         "net.dffW", "net.dffb"]
 
 
-QUICK_MISTAKES = ["error-sign", "fvd-reshape-order", "full-conv-missing-rot180", "dk-spatial-flip-only",
-                  "max-pool-spread-as-mean"]
+QUICK_MISTAKES = ["fvd-reshape-order", "full-conv-missing-rot180"]     # the slow tier runs the whole catalogue
 
 
 @pytest.mark.parametrize("mistake", QUICK_MISTAKES)
@@ -164,6 +164,10 @@ def test_the_users_exception_is_a_result(tmp_path):
     result = check(broken)
     assert not result.passed and result.error.startswith("SyntaxError") and f"{broken}:2" in result.error
     assert cli.main(["check", str(user)]) == 1
+    forgot = tmp_path / "forgot_return.py"
+    forgot.write_text("def cnnbp(net, y):\n    net['dffW'] = 0\n")
+    result = check(forgot)
+    assert not result.passed and result.error == "cnnbp returned NoneType, not the net (a dict with 'layers', 'dffW', ...)"
 
 
 def test_cli_exit_codes_and_json(tmp_path, capsys, monkeypatch):
@@ -216,6 +220,7 @@ def test_building_blocks_and_cnnff_are_checked(tmp_path):
     assert result.first_failure["line"].startswith("cnnff.m: net.fv = [net.fv; reshape(")
 
 
+@pytest.mark.slow
 def test_the_cases_cannot_hide_a_catalogue_mistake():
     """On the cases a check with every option runs, each mistake changes some output, and no two change
     them alike (so the diagnosis of a single mistake is one name); the kernels' rot180, transpose and
@@ -246,6 +251,7 @@ def test_the_cases_cannot_hide_a_catalogue_mistake():
     assert any(h != w for h, w in shapes)
 
 
+@pytest.mark.slow
 def test_option_cases_only_when_declared_and_away_from_kinks():
     from jaxcnn.verification import checks
 

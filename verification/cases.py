@@ -37,10 +37,6 @@ class Case:
     y: np.ndarray    # onum×N targets
     ff: dict         # the lecture's cnnff of net on x (`backprop.cnnff`)
 
-    @property
-    def describe(self) -> str:
-        return self.name
-
 
 def _mnist(n_images: int, seed: int):
     """n images of different classes from the packaged MNIST batch (toolbox layout, H×W×N) and their labels."""

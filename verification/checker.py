@@ -366,10 +366,6 @@ def _map_text(where):
     return ", ".join(map(str, where)) if where else ""
 
 
-def _index_text(index):
-    return "(" + ", ".join(str(i + 1) for i in index) + ")" if index else "(1)"
-
-
 def line_of(name, layer, reference_net) -> str:
     """The lecture line that computes a quantity (cnnbp.m's text, or cnnff.m's)."""
     numbers = {"e": 5, "L": 7, "od": 10, "fvd": 11, "dk": 44, "db": 46, "dffW": 50, "dffb": 51}
@@ -611,9 +607,15 @@ def _run(subject, cases, result):
     result.quantities += check_blocks(subject) if subject.blocks else []
     if subject.cnnff is not None:
         forward = subject.run_cnnff(cases)
+        for returned in forward:
+            if not isinstance(returned, dict):
+                raise UserCodeError(f"cnnff returned {type(returned).__name__}, not the net (a dict with 'layers', 'fv', 'o')")
         per_case = [(c, forward_quantities(f, c.ff, c), _reference_forward_entries(c)) for f, c in zip(forward, cases)]
         result.quantities += _compared(per_case, "cnnff", result)[0]
     user = subject.run_cnnbp(cases)
+    for returned in user:
+        if not isinstance(returned, dict):
+            raise UserCodeError(f"cnnbp returned {type(returned).__name__}, not the net (a dict with 'layers', 'dffW', ...)")
     lecture = reference_outputs(cases)
     per_case = [(c, quantities_of(u, ref), quantities_of(ref, ref)) for c, u, ref in zip(cases, user, lecture)]
     quantities, compared = _compared(per_case, "cnnbp", result)
