@@ -401,3 +401,13 @@ def test_the_docs_list_every_catalogue_entry_and_the_issues_ids():
     assert set(issue_16) <= set(mistakes.BY_ID)
     for m in mistakes.CATALOGUE:
         assert m.line in bp.LINES and m.rule in bp.RULES and m.explanation.endswith(".")
+
+
+def test_an_octave_folder_declares_its_options_in_a_comment(tmp_path):
+    from jaxcnn.verification.octave import declared_options
+
+    m = tmp_path / "cnnbp.m"
+    m.write_text("function net = cnnbp(net, y)\n% OPTIONS = {'relu', \"max\"}\nend\n")
+    assert declared_options(m) == {"relu", "max"}
+    m.write_text("function net = cnnbp(net, y)\nend\n")
+    assert declared_options(m) == frozenset()
