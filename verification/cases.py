@@ -15,6 +15,7 @@ points away from ReLU kinks and max-pool ties (`checks.kink_margin`).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -158,3 +159,34 @@ def option_cases(options) -> list[Case]:
 
 def cases_for(options=()) -> list[Case]:
     return default_cases() + option_cases(options)
+
+
+class CheckUsageError(ValueError):
+    """What was given cannot be checked (no such file, no cnnbp, Octave missing): `jaxcnn check` exits 2."""
+
+
+class UserCodeError(Exception):
+    """The user's code raised; `message` names the exception and the user's file and line."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+def user_net(case: Case, with_forward=True) -> dict:
+    """The net the user's cnnbp gets: the toolbox struct, with the lecture's forward pass filled in."""
+    ff = case.ff
+    layers = []
+    for l, layer in enumerate(case.net["layers"]):
+        layer = copy.deepcopy(layer)
+        if with_forward:
+            layer["a"] = [np.array(m) for m in ff["a"][l]]
+            if layer.get("pool") == "max":
+                layer["mask"] = [np.array(m) for m in ff["mask"][l]]
+        layers.append(layer)
+    net = {"layers": layers, "ffW": np.array(case.net["ffW"]), "ffb": np.array(case.net["ffb"])}
+    if "output" in case.net:
+        net["output"] = case.net["output"]
+    if with_forward:
+        net.update(fv=np.array(ff["fv"]), o=np.array(ff["o"]))
+    return net

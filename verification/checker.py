@@ -29,7 +29,7 @@ import numpy as np
 
 from . import backprop as bp
 from . import mistakes as catalogue
-from .cases import Case, cases_for
+from .cases import Case, CheckUsageError, UserCodeError, cases_for, user_net
 
 RTOL = 1e-10
 CNNFF_LINES = {   # the lines of the toolbox's cnnff.m the forward quantities come from
@@ -44,18 +44,6 @@ BLOCK_LINES = {
     "expand": "util/expand.m: each element of A repeated S(d) times along dimension d",
     "convn": "MATLAB's convn(a, k, shape): n-D true convolution, 'valid' or 'full'",
 }
-
-
-class CheckUsageError(ValueError):
-    """What was given cannot be checked (no such file, no cnnbp, Octave missing): `jaxcnn check` exits 2."""
-
-
-class UserCodeError(Exception):
-    """The user's code raised; `message` names the exception and the user's file and line."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
 
 
 @dataclasses.dataclass
@@ -157,25 +145,6 @@ class CheckResult:
 
 
 # ---- the subjects: a Python file or callable, or an Octave folder --------------------------------
-
-def user_net(case: Case, with_forward=True) -> dict:
-    """The net the user's cnnbp gets: the toolbox struct, with the lecture's forward pass filled in."""
-    ff = case.ff
-    layers = []
-    for l, layer in enumerate(case.net["layers"]):
-        layer = copy.deepcopy(layer)
-        if with_forward:
-            layer["a"] = [np.array(m) for m in ff["a"][l]]
-            if layer.get("pool") == "max":
-                layer["mask"] = [np.array(m) for m in ff["mask"][l]]
-        layers.append(layer)
-    net = {"layers": layers, "ffW": np.array(case.net["ffW"]), "ffb": np.array(case.net["ffb"])}
-    if "output" in case.net:
-        net["output"] = case.net["output"]
-    if with_forward:
-        net.update(fv=np.array(ff["fv"]), o=np.array(ff["o"]))
-    return net
-
 
 def _user_frame(err: BaseException, files) -> str:
     frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() in files]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checker import CheckUsageError, UserCodeError, user_net
+from .cases import CheckUsageError, UserCodeError, user_net
 
 HELPERS = Path(__file__).resolve().with_name("octave")
 INSTALL = ("GNU Octave's octave-cli is not installed (jaxcnn check runs a cnnbp.m with it): install it with "
