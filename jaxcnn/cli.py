@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: train, eval, verify, bench, report, import-mat, export-mat.
+"""The `jaxcnn` command: train, eval, verify, bench, report, tutorials, import-mat, export-mat.
 
 Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
 a diverged run exits 3. `--debug` shows the traceback instead.
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", choices=["torch"], help="also time another framework on the same net (needs jaxcnn[peers])")
 
     sub.add_parser("configs", help="list the packaged configs with their descriptions")
+
+    p = sub.add_parser("tutorials", help="write the tutorials (the lecture as notebooks) into DIR as .ipynb files "
+                                         "(needs jaxcnn[tutorials])")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace the tutorials' notebooks already in DIR")
 
     p = sub.add_parser("import-mat", help="toolbox cnn struct (.mat) -> net.npz")
     p.add_argument("mat")
@@ -187,6 +192,17 @@ def _configs(args) -> int:
     return 0
 
 
+def _tutorials(args) -> int:
+    from . import tutorials
+
+    paths = tutorials.write(args.dir, overwrite=args.overwrite)
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"open them with `jupyter lab {args.dir}` (pip install jupyterlab), or run one top to bottom with "
+          f"`jupyter execute {paths[0]}`")
+    return 0
+
+
 def _import_mat(args) -> int:
     from . import netfile, toolbox
 
@@ -205,6 +221,7 @@ def _export_mat(args) -> int:
 
 
 COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench, "report": _report, "configs": _configs,
+            "tutorials": _tutorials,
             "import-mat": _import_mat, "export-mat": _export_mat}
 
 

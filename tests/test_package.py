@@ -40,6 +40,9 @@ def test_the_wheel_is_small_and_holds_the_package_data(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert "jaxcnn/verification/golden.npz" in names and "jaxcnn/verification/checks.py" in names
     assert {f"jaxcnn/configs/{c.name}" for c in (REPO / "configs").glob("*.toml")} <= set(names)
+    assert {f"jaxcnn/tutorials/{t.name}" for t in (REPO / "docs" / "tutorials").glob("*.md")} <= set(names)
+    assert len([n for n in names if n.startswith("jaxcnn/tutorials/") and n.endswith(".md")]) >= 3
+    assert "jaxcnn/verification/symbolic.py" in names
     assert not [n for n in names if n.startswith(("verification/", "configs/", "tests/"))]   # no generic top level
     assert wheel.stat().st_size < 2_000_000
 
@@ -70,3 +73,16 @@ def test_verify_train_and_eval_run_from_the_wheel(installed):
     evaluated = json.loads(_run([bin_ / "jaxcnn", "eval", "run/net.npz", "--dataset", "fashion_mnist",
                                  "--n-test", "200", "--json"], cwd=work).stdout)
     assert evaluated["test_error"] == summary["test_error"]
+
+
+@pytest.mark.slow
+def test_the_tutorials_come_with_the_wheel(installed):
+    """The installed package has the tutorials' sources; without the tutorials extra, `jaxcnn tutorials`
+    says which extra to install (one line, exit 2)."""
+    bin_, work, _ = installed
+    out = _run([bin_ / "python", "-c", "from jaxcnn import tutorials; print(tutorials.names()); "
+                "print(len(tutorials.source(tutorials.names()[0])))"], cwd=work).stdout.splitlines()
+    assert out[0].startswith("['01_the_lectures_net', ") and int(out[1]) > 1000
+    result = subprocess.run([bin_ / "jaxcnn", "tutorials", "nb"], cwd=work, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("jaxcnn: error: the tutorials need ")
+    assert "pip install 'jaxcnn[tutorials]'" in result.stderr and not (work / "nb").exists()
