@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: train, eval, verify, bench, report, tutorials, import-mat, export-mat.
+"""The `jaxcnn` command: train, eval, verify, check, bench, report, tutorials, import-mat, export-mat.
 
 Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
 a diverged run exits 3. `--debug` shows the traceback instead.
@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and the original toolbox")
     p.add_argument("--golden", help="the full toolbox_golden.mat, or a compact .npz (default: the copy shipped "
                                         "with jaxcnn)")
+
+    p = sub.add_parser("check", help="check your own cnnbp (a .py file, or a folder with cnnbp.m for GNU Octave) "
+                                     "against the lecture's, quantity by quantity, and name the mistake")
+    p.add_argument("path", metavar="PATH", help="a Python file defining cnnbp(net, y), or a folder holding cnnbp.m")
+    p.add_argument("--json", action="store_true", help="print one JSON object (passed, quantities, first_failure, "
+                                                       "diagnosis, error; see docs/check.md)")
+    p.add_argument("--report", metavar="FILE", help="also write one self-contained HTML page: verdict, diagnosis, "
+                                                    "and each failing quantity's maps beside the lecture's")
 
     p = sub.add_parser("bench", help="time epochs of jaxcnn, the baseline and a peer, interleaved: ratios of medians")
     p.add_argument("config", nargs="?", default=None, help="a config name or .toml file (default fashion_mnist)")
@@ -175,6 +183,19 @@ def _verify(args) -> int:
     return report.main(args.golden)
 
 
+def _check(args) -> int:
+    from .verification import check
+
+    result = check(args.path)
+    print(json.dumps(result.to_json(), indent=1) if args.json else str(result))
+    if args.report:
+        from .report import check_page
+
+        path = check_page.write(result, args.report)
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0 if result.passed else 1
+
+
 def _bench(args) -> int:
     from . import bench
 
@@ -220,7 +241,7 @@ def _export_mat(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "bench": _bench, "report": _report, "configs": _configs,
+COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "check": _check, "bench": _bench, "report": _report, "configs": _configs,
             "tutorials": _tutorials,
             "import-mat": _import_mat, "export-mat": _export_mat}
 

@@ -135,11 +135,17 @@ def _check_pair(images, labels, split: str, where, n_classes: int = 10):
                         f"expected 0..{n_classes - 1}")
 
 
-def _find_idx(folder: Path, stem: str) -> Path:
+def find_idx(folder: Path, stem: str) -> Path:
+    """The file of `folder` holding IDX `stem` (one of IDX_FILES): `stem`, `stem.gz`, or with '.idx' for '-idx'."""
     for name in (stem + ".gz", stem, stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (folder / name).is_file():
             return folder / name
     raise DataError(f"{folder}: missing {stem}[.gz]")
+
+
+def idx_paths(folder) -> list[Path]:
+    """The four IDX files of a data folder, in IDX_FILES order (what a run's data came from)."""
+    return [find_idx(Path(folder), stem) for stem in IDX_FILES]
 
 
 def load_idx_folder(folder, name: str = "") -> Dataset:
@@ -147,7 +153,7 @@ def load_idx_folder(folder, name: str = "") -> Dataset:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist")
-    arrays = [read_idx(_find_idx(folder, stem)) for stem in IDX_FILES]
+    arrays = [read_idx(find_idx(folder, stem)) for stem in IDX_FILES]
     _check_pair(arrays[0], arrays[1], "training", folder)
     _check_pair(arrays[2], arrays[3], "test", folder)
     if arrays[0].shape[1:] != arrays[2].shape[1:]:

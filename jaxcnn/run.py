@@ -119,11 +119,10 @@ def delta_rms(net, images, targets) -> dict[str, float]:
     keyed "layer L" (1-based, the toolbox's numbering), plus "od" (the output delta): how the
     backpropagated signal grows or fades through the net as it trains."""
     from .verification import backprop as bp
-    from .verification.checks import toolbox_input
     from . import toolbox
 
     tb = toolbox.to_toolbox(net, with_options=True)
-    result = bp.cnnbp(bp.cnnff(tb, toolbox_input(images)), np.asarray(targets, np.float64).T)
+    result = bp.cnnbp(bp.cnnff(tb, toolbox.toolbox_input(images)), np.asarray(targets, np.float64).T)
     rms = {f"layer {l}": float(np.sqrt(np.mean(np.concatenate([np.ravel(d) for d in layer["d"]]) ** 2)))
            for l, layer in enumerate(result["layers"], start=1) if layer.get("d")}
     return {**rms, "od": float(np.sqrt(np.mean(result["od"] ** 2)))}

@@ -53,6 +53,14 @@ def images_to_matlab(images) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(images).transpose(2, 1, 0))
 
 
+def toolbox_input(images) -> list:
+    """Natural (N, H, W[, C]) images -> the toolbox's input maps a{1..C}, each H×W×N transposed (float64)."""
+    images = np.asarray(images, np.float64)
+    if images.ndim == 3:
+        images = images[..., None]
+    return [images_to_matlab(images[..., c]) for c in range(images.shape[-1])]
+
+
 def targets_from_matlab(y) -> np.ndarray:
     """Toolbox targets C×N -> N×C."""
     return np.ascontiguousarray(np.asarray(y).T)

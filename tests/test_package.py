@@ -39,6 +39,8 @@ def test_the_wheel_is_small_and_holds_the_package_data(installed):
     _, _, wheel = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert "jaxcnn/verification/golden.npz" in names and "jaxcnn/verification/checks.py" in names
+    assert {f"jaxcnn/report/{p.name}" for p in (REPO / "jaxcnn" / "report").glob("*.py")} <= set(names)
+    assert {f"jaxcnn/verification/octave/{m}.m" for m in ("sigm", "expand", "flipall")} <= set(names)   # jaxcnn check's
     assert {f"jaxcnn/configs/{c.name}" for c in (REPO / "configs").glob("*.toml")} <= set(names)
     assert {f"jaxcnn/tutorials/{t.name}" for t in (REPO / "docs" / "tutorials").glob("*.md")} <= set(names)
     assert len([n for n in names if n.startswith("jaxcnn/tutorials/") and n.endswith(".md")]) >= 3
@@ -73,6 +75,17 @@ def test_verify_train_and_eval_run_from_the_wheel(installed):
     evaluated = json.loads(_run([bin_ / "jaxcnn", "eval", "run/net.npz", "--dataset", "fashion_mnist",
                                  "--n-test", "200", "--json"], cwd=work).stdout)
     assert evaluated["test_error"] == summary["test_error"]
+
+
+@pytest.mark.slow
+def test_check_runs_from_the_wheel_in_python_and_octave(installed):
+    """`jaxcnn check` of an installed jaxcnn: the packaged MNIST cases and the Octave helpers travel in the wheel."""
+    bin_, work, _ = installed
+    fixtures = REPO / "tests" / "check_fixtures"
+    out = _run([bin_ / "jaxcnn", "check", fixtures / "loops_cnnbp.py"], cwd=work).stdout
+    assert "correct: 18 quantities" in out
+    octave = _run([bin_ / "jaxcnn", "check", fixtures / "octave", "--json"], cwd=work).stdout
+    assert json.loads(octave)["passed"] is True
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxcnn import config as config_mod, fileio, init_net, report, run
+from jaxcnn.report import analysis, arithmetic, run_page
 from jaxcnn.cli import build_parser, main
 from jaxcnn.layers import Conv, Input, Pool
 from jaxcnn.verification import backprop as bp
@@ -32,37 +33,37 @@ def toy_analysis():
     """The delta rule on one 14×10×3 image through a net with tanh, max pooling, ReLU and softmax."""
     net = init_net(jax.random.key(0), TOY_LAYERS, (14, 10, 3), 10, output="softmax")
     image = np.random.default_rng(0).random((14, 10, 3))
-    return report.analyse(report.as_float64(net), image, 4)
+    return analysis.analyse(net, image, 4)
 
 
 def test_kernel_table_is_the_kernel_rotated(toy_analysis):
-    _, values = report.kernel_tables(toy_analysis)
+    _, values = arithmetic.kernel_tables(toy_analysis)
     k = values["kernel"]
     np.testing.assert_array_equal(values["rot180"], k[::-1, ::-1])
     np.testing.assert_array_equal(values["jaxcnn"], k[::-1, ::-1].T)      # jaxcnn k = rot180(toolbox k)ᵀ
 
 
 def test_full_window_products_sum_to_the_full_convolution(toy_analysis):
-    _, v = report.full_window(toy_analysis)
+    _, v = arithmetic.full_window(toy_analysis)
     assert v["sum"] == pytest.approx(v["full"], rel=1e-12, abs=1e-15)
     np.testing.assert_allclose(v["products"], v["window"] * toy_analysis.tb["layers"][v["layer"]]["k"][0][0])
 
 
 def test_dk_entry_is_the_window_sum(toy_analysis):
-    _, v = report.dk_entry(toy_analysis)
+    _, v = arithmetic.dk_entry(toy_analysis)
     assert v["sum"] == pytest.approx(v["dk"], rel=1e-12)
     a = toy_analysis.result["a"][2][0][:, :, 0]
     np.testing.assert_array_equal(v["flipall"], a[::-1, ::-1])
 
 
 def test_pool_block_goes_back_by_the_pools_rule(toy_analysis):
-    _, v = report.pool_block(toy_analysis)
+    _, v = arithmetic.pool_block(toy_analysis)
     assert (v["s"], v["max"]) == (2, False)                 # the last 's' after a 'c': layer 5, mean pooling
     np.testing.assert_allclose(v["back"], np.kron(v["block"], np.ones((2, 2))) / 4)
 
 
 def test_proof_rows_pass_and_cover_every_parameter(toy_analysis):
-    rows = report.proof_rows(toy_analysis.net, toy_analysis.image, 4)
+    rows = analysis.proof_rows(toy_analysis)
     names = [r.check.split(":")[0] for r in rows]
     for group in ("layer 2 k", "layer 2 b", "layer 4 k", "layer 4 b", "ffW", "ffb"):
         assert names.count(group) == 2, group             # once against jax.grad, once by central differences
@@ -71,10 +72,10 @@ def test_proof_rows_pass_and_cover_every_parameter(toy_analysis):
 
 def test_architecture_rows_count_parameters_by_hand():
     net = init_net(jax.random.key(0), TOY_LAYERS, (14, 10, 3), 10)
-    rows = report.architecture_rows(net)
+    rows = run_page.architecture_rows(net)
     assert [r[2] for r in rows[:5]] == ["3@14×10", "3@12×8", "3@6×4", "4@4×2", "4@2×1"]
     assert [r[3] for r in rows] == ["0", "84", "0", "112", "0", "0", "90", "<b>286</b>"]   # 9·3·3+3, 9·3·4+4, 8·10+10
-    assert report.size_chain(net) == "3@14×10 → 3@12×8 → 3@6×4 → 4@4×2 → 4@2×1 → 8 → 10"
+    assert run_page.size_chain(net) == "3@14×10 → 3@12×8 → 3@6×4 → 4@4×2 → 4@2×1 → 8 → 10"
 
 
 def test_record_kernels_appends_and_a_redone_epoch_replaces(tmp_path):
@@ -206,11 +207,11 @@ def test_fashion_mnist_run_report_in_chromium(tmp_path, browser, fashion_folder)
     assert "28×28 → 6@24×24 → 6@12×12 → 12@8×8 → 12@4×4 → 192 → 10" in text
     assert "3,898" in text and "RdBu_r" in text
     # proof rows recomputed by the checks code give the same numbers
-    again = report.proof_rows(rep.analysis.net, rep.analysis.image, rep.analysis.label)
+    again = analysis.proof_rows(rep.analysis)
     assert [(r.max_abs, r.max_rel) for r in again] == [(r.max_abs, r.max_rel) for r in rep.proof]
     from jaxcnn import data as data_mod
     for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-        assert data_mod.sha256_of(data_mod._find_idx(fashion_folder, name)) in text
+        assert data_mod.sha256_of(data_mod.find_idx(fashion_folder, name)) in text
 
 
 @pytest.mark.slow

@@ -55,8 +55,12 @@ def test_a_convolution_identity_holds_exactly_on_every_size(identity):
     assert {"3x4x2 k1", "4x5x2 k2", "5x4x2 k3", "3x4x2 k2 2->2 maps"} == labels
 
 
-def test_every_identity_has_a_wrong_twin():
+def test_every_identity_has_a_wrong_twin_mostly_from_the_check_catalogue():
+    from jaxcnn.verification import mistakes
+
     assert {identity for identity, _, _ in symbolic.TWINS.values()} == set(symbolic.IDENTITIES)
+    from_catalogue = [name.removeprefix("2x2: ") for name in symbolic.TWINS if name.removeprefix("2x2: ") in mistakes.BY_ID]
+    assert len(from_catalogue) == len(symbolic.TWINS) - 1               # all but σ' taken at z
 
 
 @pytest.mark.parametrize("twin", symbolic.TWINS)
@@ -90,10 +94,10 @@ def test_the_max_pool_proof_rests_on_its_assumption():
 
 
 def test_a_broken_rule_in_backprop_fails_its_symbolic_row(monkeypatch):
-    """The proofs read the rules from backprop.py when they run: break one there and its rows fail, the rest
-    stay exact."""
-    monkeypatch.setattr(bp, "_through_pool", lambda d_next, s: [bp.expand(d, [s, s, 1]) for d in d_next])
-    monkeypatch.setattr(bp, "od_sigmoid", lambda e, o: e)
+    """The proofs read the rules from backprop.py (`RULES`, what its cnnbp composes) when they run: break one
+    there and its rows fail, the rest stay exact."""
+    monkeypatch.setitem(bp.RULES, "through_pool", lambda d, s: bp.expand(d, [s, s, 1]))
+    monkeypatch.setattr(bp, "od_sigmoid", lambda e, o: e)              # output_delta's sigmoid branch
     monkeypatch.setattr(symbolic, "IDENTITIES", {k: v for k, v in symbolic.IDENTITIES.items()
                                                   if k not in CONV_IDENTITIES})
     rows = symbolic.check_symbolic()

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from jaxcnn import EXAMPLE_LAYERS, Conv, Input, Pool, init_net
 from jaxcnn.layers import describe
 from jaxcnn.verification import backprop as bp
-from jaxcnn.verification import checks
+from jaxcnn.verification import checks, mistakes
 
 
 def _assert_rows(rows):
@@ -55,15 +55,13 @@ def test_expand_rot180_flipall_by_hand():
     np.testing.assert_array_equal(bp.convn_valid(np.array([[1.0, 2, 3]]), np.array([[1.0, 10]])), [[12.0, 23.0]])
 
 
-@pytest.mark.parametrize("mistake", ["rot180 replaced by the identity", "the /s^2 dropped"])
-def test_a_wrong_derivation_is_caught(monkeypatch, mistake):
-    if mistake.startswith("rot180"):
-        monkeypatch.setattr(bp, "rot180", lambda x: np.asarray(x))
-    else:
-        monkeypatch.setattr(bp, "_through_pool", lambda d_next, scale: [bp.expand(d, [scale, scale, 1]) for d in d_next])
+@pytest.mark.parametrize("mistake", ["full-conv-missing-rot180", "pool-missing-scale-division"])
+def test_a_wrong_derivation_is_caught(mistake):
+    """Two mistakes of the catalogue (rot180 replaced by the identity, the /s^2 dropped) fail against jax.grad."""
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10)
     rng = np.random.default_rng(0)
-    rows = checks.check_manual_vs_autodiff(net, rng.random((4, 28, 28)), np.eye(10)[[1, 2, 3, 4]], mistake)
+    rows = checks.check_manual_vs_autodiff(net, rng.random((4, 28, 28)), np.eye(10)[[1, 2, 3, 4]], mistake,
+                                           manual=mistakes.Reference(mistake))
     failed = [row.check for row in rows if not row.passed]
     assert any("dk conv1" in name for name in failed), rows
     assert not any("dffW" in name or "dffb" in name for name in failed)    # the output layer is still right
@@ -185,32 +183,24 @@ def test_max_pool_takes_the_first_maximum_of_the_natural_image_by_hand():
     np.testing.assert_array_equal(back[:, :, 0].T, [[0, 7, 11, 0], [0, 0, 0, 0]])   # no / s²
 
 
-def _wrong_max_spread(d_next, scale, mask):
-    return [bp.expand(d, [scale, scale, 1]) / scale ** 2 for d in d_next]
-
-
 CONV1 = {"dk conv1", "db conv1"}
-WRONG_TWINS = {     # mistake: (replaced function, its wrong twin, first layers' options, output, rows that must fail)
-    "max-pool δ spread over the window as in mean pooling": ("_through_max_pool", _wrong_max_spread,
-                                                             ("sigmoid", "max"), "sigmoid", CONV1),
-    "the sigmoid's o(1 - o) left in the softmax od": ("od_softmax", lambda e, o: e * (o * (1 - o)),
-                                                      ("sigmoid", "mean"), "softmax",
-                                                      CONV1 | {"dk conv2", "db conv2", "dffW", "dffb"}),
-    "ReLU' taken as 1": ("relu_prime", lambda a: np.ones_like(a), ("relu", "mean"), "sigmoid", CONV1),
-    "tanh' taken as a(1 - a)": ("tanh_prime", lambda a: a * (1 - a), ("tanh", "mean"), "sigmoid", CONV1),
+WRONG_TWINS = {     # catalogue id: (first layers' options, output, rows that must fail)
+    "max-pool-spread-as-mean": (("sigmoid", "max"), "sigmoid", CONV1),
+    "softmax-od-with-sigmoid-derivative": (("sigmoid", "mean"), "softmax", CONV1 | {"dk conv2", "db conv2", "dffW", "dffb"}),
+    "relu-derivative-one": (("relu", "mean"), "sigmoid", CONV1),
+    "tanh-derivative-as-sigmoid": (("tanh", "mean"), "sigmoid", CONV1),
 }
 
 
 @pytest.mark.parametrize("mistake", WRONG_TWINS)
-def test_a_wrong_derivation_of_an_option_is_caught(monkeypatch, mistake):
-    name, wrong, (activation, pool), output, must_fail = WRONG_TWINS[mistake]
+def test_a_wrong_derivation_of_an_option_is_caught(mistake):
+    (activation, pool), output, must_fail = WRONG_TWINS[mistake]
     layers = (Input(), Conv(3, 3, activation), Pool(2, pool), Conv(2, 3), Pool(2))
     net = init_net(jax.random.key(0), layers, (14, 14), 4, output=output)
     rng = np.random.default_rng(0)
     images, targets = rng.random((4, 14, 14)), np.eye(4)[[0, 1, 2, 3]]
     _assert_rows(checks.check_manual_vs_autodiff(net, images, targets, "right"))
-    monkeypatch.setattr(bp, name, wrong)
-    rows = checks.check_manual_vs_autodiff(net, images, targets, "wrong")
+    rows = checks.check_manual_vs_autodiff(net, images, targets, "wrong", manual=mistakes.Reference(mistake))
     failed = {row.check.removeprefix("wrong: ").removesuffix(" manual vs jax.grad") for row in rows if not row.passed}
     assert failed == must_fail, rows                # the affected gradients fail, the others (and L) still pass
 
@@ -228,3 +218,22 @@ def test_max_pool_read_in_the_wrong_order_is_caught_by_the_tie_rows(monkeypatch)
     rows = checks.check_modern_derivations(seed=3)
     assert [row.check for row in rows if not row.passed] == \
            ["maxpool δ: expand(e, [s s 1]) .* mask = jax.grad <max_pool(a), e> (ties)"]
+
+
+def test_the_softmax_loss_stays_finite_when_an_output_underflows():
+    """Issue 15: with o = softmax(z) underflowing to exactly 0 for a class whose target is 0, −Σ y·log o
+    was 0·log 0 = NaN; from the logits it is log-sum-exp(z) − z_y, written out here."""
+    one = {"type": "c", "outputmaps": 1, "kernelsize": 1, "k": [[np.array([[1.0]])]], "b": [0.0]}
+    tb = {"layers": [{"type": "i"}, one], "ffW": np.array([[1000.0, 0.0], [-1000.0, 0.0], [0.0, 1.0]]),
+          "ffb": np.zeros((3, 1)), "output": "softmax"}
+    x = [np.array([[[3.0]], [[0.5]]])]                     # 2×1×1: one sample
+    ff = bp.cnnff(tb, x)
+    z = (tb["ffW"] @ ff["fv"])[:, 0]
+    assert ff["o"][1, 0] == 0.0                             # exp(z_1 − z_0) underflows
+    y = np.array([[1.0], [0.0], [0.0]])
+    want = np.log(np.sum(np.exp(z - z[0])))                # log Σ exp(z) − z_0, without overflow
+    assert np.isfinite(bp.cnnbp(ff, y)["L"])
+    np.testing.assert_allclose(bp.cnnbp(ff, y)["L"], want, rtol=1e-14)
+    y = np.array([[0.0], [0.0], [1.0]])                     # the target's own output underflows: L is large, finite
+    assert ff["o"][2, 0] == 0.0
+    np.testing.assert_allclose(bp.cnnbp(ff, y)["L"], z[0] + np.log1p(np.sum(np.exp(z[1:] - z[0]))) - z[2], rtol=1e-14)

@@ -182,7 +182,8 @@ def cnnff(net: dict, x: list) -> dict:
 
     With options: a 'c' layer's `activation` replaces the `sigm` of its maps (`activate`); a max-pooling
     's' layer replaces the two mean-pooling lines by `max_pool` and keeps each map's mask in
-    `mask[l][j]` for `cnnbp`; a softmax `output` replaces the last `sigm` by `softmax`.
+    `mask[l][j]` for `cnnbp`; a softmax `output` replaces the last `sigm` by `softmax`. The output's
+    pre-activation is kept as `logits`, for a loss that stays finite when an output underflows.
     """
     layers = net["layers"]
     acts, masks = [list(x)], [None]
@@ -208,78 +209,147 @@ def cnnff(net: dict, x: list) -> dict:
     fv = np.concatenate([m.reshape(m.shape[0] * m.shape[1], m.shape[2], order="F") for m in last], axis=0)
     z = net["ffW"] @ fv + np.asarray(net["ffb"]).reshape(-1, 1)
     o = softmax(z) if net.get("output", "sigmoid") == "softmax" else sigm(z)
-    return dict(net, a=acts, mask=masks, fv=fv, o=o)
+    return dict(net, a=acts, mask=masks, fv=fv, o=o, logits=z)
 
 
-def cnnbp(net: dict, y) -> dict:
-    """`cnnbp.m`: the loss, every delta, and every gradient. `y`: classes×N targets.
+# ---- cnnbp.m, rule by rule -----------------------------------------------------------------------
+# `cnnbp` below composes small named rules, each beside the line of `cnnbp.m` it follows, so that a
+# mistake is one rule replaced (`cnnbp(net, y, rules={"full_conv_kernel": lambda k: k})`): the
+# catalogue of `jaxcnn.verification.mistakes` is made of such replacements, and `jaxcnn check` runs it.
 
-        net.e = net.o - y;  net.L = 1/2* sum(net.e(:) .^ 2) / size(net.e, 2);
-        net.od = net.e .* (net.o .* (1 - net.o));               % output delta
-        net.fvd = (net.ffW' * net.od);                          % feature vector delta
-        if strcmp(net.layers{n}.type, 'c'), net.fvd = net.fvd .* (net.fv .* (1 - net.fv)); end
-        net.layers{n}.d{j} = reshape(net.fvd(((j - 1) * fvnum + 1) : j * fvnum, :), sa(1), sa(2), sa(3));
-    then for l = n-1 : -1 : 2 the deltas: back through layer l+1 (`_through_pool` or `_through_conv`),
-    times a .* (1 - a) where layer l is 'c' (the toolbox writes these for alternating c/s stacks;
-    keyed on the next layer's type they also cover c-c and s-s), then the gradients:
-        net.layers{l}.dk{i}{j} = convn(flipall(net.layers{l - 1}.a{i}), net.layers{l}.d{j}, 'valid') / size(net.layers{l}.d{j}, 3);
-        net.layers{l}.db{j} = sum(net.layers{l}.d{j}(:)) / size(net.layers{l}.d{j}, 3);
-        net.dffW = net.od * (net.fv)' / size(net.od, 2);
-        net.dffb = mean(net.od, 2);
-
-    With options: a softmax output has L = -sum(y(:) .* log(net.o(:))) / N and `od_softmax` (o − y);
-    the a .* (1 - a) of a tanh or ReLU 'c' layer, in the deltas and in the `fvd` line, becomes
-    `tanh_prime` (1 − a²) or `relu_prime` (a > 0); a max-pooling layer sends δ back along its mask
-    (`_through_max_pool`) instead of spreading it (`_through_pool`). The gradients are the same lines.
-    """
-    layers, acts = net["layers"], net["a"]
-    n = len(layers)
-    e = net["o"] - y
-    if net.get("output", "sigmoid") == "softmax":
-        L = -np.sum(y * np.log(net["o"])) / e.shape[1]
-        od = od_softmax(e, net["o"])
-    else:
-        L = 0.5 * np.sum(e ** 2) / e.shape[1]
-        od = od_sigmoid(e, net["o"])
-    fvd = net["ffW"].T @ od
-    if layers[-1]["type"] == "c":
-        fvd = fvd * derivative(layers[-1].get("activation", "sigmoid"), net["fv"])
-    sa = acts[-1][0].shape
-    fvnum = sa[0] * sa[1]
-    deltas = [None] * n
-    deltas[-1] = [fvd[j * fvnum:(j + 1) * fvnum, :].reshape(sa, order="F") for j in range(len(acts[-1]))]
-    for l in range(n - 2, 0, -1):
-        nxt = layers[l + 1]
-        if nxt["type"] == "c":
-            back = _through_conv(acts[l], deltas[l + 1], nxt["k"])
-        elif nxt.get("pool", "mean") == "max":
-            back = _through_max_pool(deltas[l + 1], nxt["scale"], net["mask"][l + 1])
-        else:
-            back = _through_pool(deltas[l + 1], nxt["scale"])
-        deltas[l] = ([derivative(layers[l].get("activation", "sigmoid"), a) * b for a, b in zip(acts[l], back)]
-                     if layers[l]["type"] == "c" else back)
-    grads = []
-    for l in range(n):
-        if layers[l]["type"] != "c":
-            grads.append({})
-            continue
-        d, batch = deltas[l], deltas[l][0].shape[2]
-        dk = [[convn_valid(flipall(acts[l - 1][i]), d[j])[:, :, 0] / batch for j in range(len(d))]
-              for i in range(len(acts[l - 1]))]
-        db = [np.sum(d[j]) / batch for j in range(len(d))]
-        grads.append({"dk": dk, "db": db})
-    dffW = od @ net["fv"].T / od.shape[1]
-    dffb = np.mean(od, axis=1, keepdims=True)
-    layers_out = [dict(layer, d=deltas[l], **grads[l]) for l, layer in enumerate(layers)]
-    return dict(net, layers=layers_out, e=e, L=L, od=od, fvd=fvd, dffW=dffW, dffb=dffb)
+LINES = {   # the lines of the lecture's `cnnbp.m` (DeepLearnToolbox's CNN/cnnbp.m) that the rules follow
+    5: "net.e = net.o - y;",
+    7: "net.L = 1/2* sum(net.e(:) .^ 2) / size(net.e, 2);",
+    10: "net.od = net.e .* (net.o .* (1 - net.o));   %  output delta",
+    11: "net.fvd = (net.ffW' * net.od);              %  feature vector delta",
+    12: "if strcmp(net.layers{n}.type, 'c')         %  only conv layers has sigm function",
+    13: "net.fvd = net.fvd .* (net.fv .* (1 - net.fv));",
+    20: "net.layers{n}.d{j} = reshape(net.fvd(((j - 1) * fvnum + 1) : j * fvnum, :), sa(1), sa(2), sa(3));",
+    26: "net.layers{l}.d{j} = net.layers{l}.a{j} .* (1 - net.layers{l}.a{j}) .* (expand(net.layers{l + 1}.d{j}, "
+        "[net.layers{l + 1}.scale net.layers{l + 1}.scale 1]) / net.layers{l + 1}.scale ^ 2);",
+    32: "z = z + convn(net.layers{l + 1}.d{j}, rot180(net.layers{l + 1}.k{i}{j}), 'full');",
+    34: "net.layers{l}.d{i} = z;",
+    44: "net.layers{l}.dk{i}{j} = convn(flipall(net.layers{l - 1}.a{i}), net.layers{l}.d{j}, 'valid') "
+        "/ size(net.layers{l}.d{j}, 3);",
+    46: "net.layers{l}.db{j} = sum(net.layers{l}.d{j}(:)) / size(net.layers{l}.d{j}, 3);",
+    50: "net.dffW = net.od * (net.fv)' / size(net.od, 2);",
+    51: "net.dffb = mean(net.od, 2);",
+}
 
 
-def _through_pool(d_next, scale):
-    """Back through a mean-pooling 's' layer (`cnnbp.m`, the 'c' branch, before its a .* (1 - a)):
+def error(o, y):
+    """`cnnbp.m` line 5: net.e = net.o - y."""
+    return o - y
+
+
+def loss(net, e, y):
+    """`cnnbp.m` line 7: net.L = 1/2* sum(net.e(:) .^ 2) / size(net.e, 2).
+
+    A softmax output has the cross-entropy L = −Σ y .* log(o) / N instead, with log o taken from the
+    output's pre-activation z (`cnnff`'s `logits`) as log_softmax(z) = z − max z − log Σ exp(z − max z):
+    an output that underflows to o = 0 then still has a finite log o, where log(0) would make 0·log 0 = NaN."""
+    if net.get("output", "sigmoid") != "softmax":
+        return 0.5 * np.sum(e ** 2) / e.shape[1]
+    if "logits" in net:
+        z = net["logits"] - np.max(net["logits"], axis=0, keepdims=True)
+        log_o = z - np.log(np.sum(np.exp(z), axis=0, keepdims=True))
+        return -np.sum(y * log_o) / e.shape[1]
+    from scipy.special import xlogy               # o alone: 0·log 0 = 0, as the limit is
+    return -np.sum(xlogy(y, net["o"])) / e.shape[1]
+
+
+def output_delta(e, o, output="sigmoid"):
+    """`cnnbp.m` line 10: net.od = net.e .* (net.o .* (1 - net.o)) (`od_sigmoid`), or o − y for a softmax
+    output with cross-entropy (`od_softmax`)."""
+    return od_softmax(e, o) if output == "softmax" else od_sigmoid(e, o)
+
+
+def fv_delta(ffW, od):
+    """`cnnbp.m` line 11: net.fvd = (net.ffW' * net.od)."""
+    return ffW.T @ od
+
+
+def fvd_derivative(fvd, fv, last):
+    """`cnnbp.m` lines 12-13: only when the last layer is 'c' (only conv layers have a sigm function),
+    net.fvd = net.fvd .* (net.fv .* (1 - net.fv)); a pooling layer passes fvd on as it is."""
+    return fvd * derivative(last.get("activation", "sigmoid"), fv) if last["type"] == "c" else fvd
+
+
+def fvd_reshape(rows, sa):
+    """`cnnbp.m` line 20: reshape(net.fvd(((j - 1) * fvnum + 1) : j * fvnum, :), sa(1), sa(2), sa(3)):
+    map j's fvnum rows of fvd back into an sa(1)×sa(2)×N map, column-major (MATLAB's order, as `cnnff`
+    flattened it)."""
+    return rows.reshape(sa, order="F")
+
+
+def activation_factor(a, activation="sigmoid"):
+    """`cnnbp.m` line 26's first factor, a .* (1 - a): σ'(z) written through a = σ(z) (`derivative`)."""
+    return derivative(activation, a)
+
+
+def conv_layer_delta(factor, back):
+    """`cnnbp.m` line 26: a 'c' layer's δ is its activation factor times what comes back from above."""
+    return factor * back
+
+
+def through_pool(d, scale):
+    """`cnnbp.m` line 26: expand(net.layers{l + 1}.d{j}, [scale scale 1]) / net.layers{l + 1}.scale ^ 2: each
+    pooled δ copied to its s×s window and weighed by 1/s², as mean pooling weighs each element."""
+    return expand(d, [scale, scale, 1]) / scale ** 2
+
+
+def full_conv_kernel(k):
+    """`cnnbp.m` line 32: rot180(net.layers{l + 1}.k{i}{j}) (lines 53-54: flipdim(flipdim(X, 1), 2))."""
+    return rot180(k)
+
+
+def full_conv_accumulate(z, term):
+    """`cnnbp.m` line 32: z = z + convn(...): an 's' map's δ sums what every map j above sends it."""
+    return z + term
+
+
+def pool_layer_delta(a, z):
+    """`cnnbp.m` line 34: net.layers{l}.d{i} = z: a pooling layer has no activation, so no factor."""
+    return z
+
+
+def dk_flip(a):
+    """`cnnbp.m` line 44: flipall(net.layers{l - 1}.a{i}): rows, columns and samples."""
+    return flipall(a)
+
+
+def kernel_gradient(a_prev, d, flip):
+    """`cnnbp.m` line 44: convn(flipall(a{i}), d{j}, 'valid'), a kh×kw(×1) sum over every sample; `flip`
+    is the `dk_flip` rule."""
+    return convn_valid(flip(a_prev), d)[:, :, 0]
+
+
+def dk_average(dk, n):
+    """`cnnbp.m` line 44: ... / size(net.layers{l}.d{j}, 3): the mean over the N samples."""
+    return dk / n
+
+
+def bias_gradient(d, n):
+    """`cnnbp.m` line 46: net.layers{l}.db{j} = sum(net.layers{l}.d{j}(:)) / size(net.layers{l}.d{j}, 3)."""
+    return np.sum(d) / n
+
+
+def dffW(od, fv):
+    """`cnnbp.m` line 50: net.dffW = net.od * (net.fv)' / size(net.od, 2)."""
+    return od @ fv.T / od.shape[1]
+
+
+def dffb(od):
+    """`cnnbp.m` line 51: net.dffb = mean(net.od, 2)."""
+    return np.mean(od, axis=1, keepdims=True)
+
+
+def _through_pool(d_next, scale, rule=through_pool):
+    """Back through a mean-pooling 's' layer (`cnnbp.m` line 26, before its a .* (1 - a)):
 
         expand(net.layers{l + 1}.d{j}, [net.layers{l + 1}.scale net.layers{l + 1}.scale 1]) / net.layers{l + 1}.scale ^ 2
     """
-    return [expand(d, [scale, scale, 1]) / scale ** 2 for d in d_next]
+    return [rule(d, scale) for d in d_next]
 
 
 def _through_max_pool(d_next, scale, mask):
@@ -294,8 +364,8 @@ def _through_max_pool(d_next, scale, mask):
     return [expand(d, [scale, scale, 1]) * m for d, m in zip(d_next, mask)]
 
 
-def _through_conv(a, d_next, k_next):
-    """Back through a 'c' layer (`cnnbp.m`, the 's' branch):
+def _through_conv(a, d_next, k_next, flip=full_conv_kernel, accumulate=full_conv_accumulate):
+    """Back through a 'c' layer (`cnnbp.m` lines 30-34, the 's' branch):
 
         z = z + convn(net.layers{l + 1}.d{j}, rot180(net.layers{l + 1}.k{i}{j}), 'full');
         net.layers{l}.d{i} = z;
@@ -304,9 +374,88 @@ def _through_conv(a, d_next, k_next):
     for i in range(len(a)):
         z = np.zeros_like(a[i])
         for j in range(len(d_next)):
-            z = z + convn_full(d_next[j], rot180(k_next[i][j]))
+            z = accumulate(z, convn_full(d_next[j], flip(k_next[i][j])))
         out.append(z)
     return out
+
+
+RULES = {   # the lecture's rules, by name; `cnnbp(net, y, rules)` replaces any of them
+    "error": error, "loss": loss, "output_delta": output_delta, "fv_delta": fv_delta,
+    "fvd_derivative": fvd_derivative, "fvd_reshape": fvd_reshape,
+    "through_pool": through_pool, "max_pool_back": _through_max_pool,
+    "activation_factor": activation_factor, "conv_layer_delta": conv_layer_delta,
+    "full_conv_kernel": full_conv_kernel, "full_conv_accumulate": full_conv_accumulate,
+    "pool_layer_delta": pool_layer_delta,
+    "dk_flip": dk_flip, "kernel_gradient": kernel_gradient, "dk_average": dk_average,
+    "bias_gradient": bias_gradient, "dffW": dffW, "dffb": dffb,
+}
+
+
+def cnnbp(net: dict, y, rules: dict | None = None) -> dict:
+    """`cnnbp.m`: the loss, every delta, and every gradient. `y`: classes×N targets. `rules` replaces any
+    of the lecture's `RULES` by name (a mistake of the catalogue is one such replacement).
+
+        net.e = net.o - y;  net.L = 1/2* sum(net.e(:) .^ 2) / size(net.e, 2);     % `error`, `loss`
+        net.od = net.e .* (net.o .* (1 - net.o));               % `output_delta`
+        net.fvd = (net.ffW' * net.od);                          % `fv_delta`
+        if strcmp(net.layers{n}.type, 'c'), net.fvd = net.fvd .* (net.fv .* (1 - net.fv)); end   % `fvd_derivative`
+        net.layers{n}.d{j} = reshape(net.fvd(((j - 1) * fvnum + 1) : j * fvnum, :), sa(1), sa(2), sa(3));  % `fvd_reshape`
+    then for l = n-1 : -1 : 2 the deltas: back through layer l+1 (`through_pool` or
+    `full_conv_kernel`, `full_conv_accumulate`), times a .* (1 - a) where layer l is 'c'
+    (`activation_factor`, `conv_layer_delta`; `pool_layer_delta` where it is 's'; the toolbox writes
+    these for alternating c/s stacks; keyed on the next layer's type they also cover c-c and s-s), then
+    the gradients:
+        net.layers{l}.dk{i}{j} = convn(flipall(net.layers{l - 1}.a{i}), net.layers{l}.d{j}, 'valid') / size(net.layers{l}.d{j}, 3);
+        net.layers{l}.db{j} = sum(net.layers{l}.d{j}(:)) / size(net.layers{l}.d{j}, 3);
+        net.dffW = net.od * (net.fv)' / size(net.od, 2);
+        net.dffb = mean(net.od, 2);
+    (`dk_flip`, `kernel_gradient`, `dk_average`, `bias_gradient`, `dffW`, `dffb`).
+
+    With options: a softmax output has the cross-entropy loss and `od_softmax` (o − y); the a .* (1 - a)
+    of a tanh or ReLU 'c' layer, in the deltas and in the `fvd` line, becomes `tanh_prime` (1 − a²) or
+    `relu_prime` (a > 0); a max-pooling layer sends δ back along its mask (`_through_max_pool`, the
+    rule `max_pool_back`) instead of spreading it. The gradients are the same lines.
+    """
+    r = RULES if rules is None else {**RULES, **rules}
+    unknown = set(r) - set(RULES)
+    if unknown:
+        raise ValueError(f"cnnbp: no rule named {', '.join(sorted(unknown))} (rules: {', '.join(RULES)})")
+    layers, acts = net["layers"], net["a"]
+    n = len(layers)
+    output = net.get("output", "sigmoid")
+    e = r["error"](net["o"], y)
+    L = r["loss"](net, e, y)
+    od = r["output_delta"](e, net["o"], output)
+    fvd = r["fvd_derivative"](r["fv_delta"](net["ffW"], od), net["fv"], layers[-1])
+    sa = acts[-1][0].shape
+    fvnum = sa[0] * sa[1]
+    deltas = [None] * n
+    deltas[-1] = [r["fvd_reshape"](fvd[j * fvnum:(j + 1) * fvnum, :], sa) for j in range(len(acts[-1]))]
+    for l in range(n - 2, 0, -1):
+        nxt = layers[l + 1]
+        if nxt["type"] == "c":
+            back = _through_conv(acts[l], deltas[l + 1], nxt["k"], r["full_conv_kernel"], r["full_conv_accumulate"])
+        elif nxt.get("pool", "mean") == "max":
+            back = r["max_pool_back"](deltas[l + 1], nxt["scale"], net["mask"][l + 1])
+        else:
+            back = _through_pool(deltas[l + 1], nxt["scale"], r["through_pool"])
+        if layers[l]["type"] == "c":
+            activation = layers[l].get("activation", "sigmoid")
+            deltas[l] = [r["conv_layer_delta"](r["activation_factor"](a, activation), b) for a, b in zip(acts[l], back)]
+        else:
+            deltas[l] = [r["pool_layer_delta"](a, b) for a, b in zip(acts[l], back)]
+    grads = []
+    for l in range(n):
+        if layers[l]["type"] != "c":
+            grads.append({})
+            continue
+        d, batch = deltas[l], deltas[l][0].shape[2]
+        dk = [[r["dk_average"](r["kernel_gradient"](acts[l - 1][i], d[j], r["dk_flip"]), batch) for j in range(len(d))]
+              for i in range(len(acts[l - 1]))]
+        db = [r["bias_gradient"](d[j], batch) for j in range(len(d))]
+        grads.append({"dk": dk, "db": db})
+    layers_out = [dict(layer, d=deltas[l], **grads[l]) for l, layer in enumerate(layers)]
+    return dict(net, layers=layers_out, e=e, L=L, od=od, fvd=fvd, dffW=r["dffW"](od, net["fv"]), dffb=r["dffb"](od))
 
 
 def cnnapplygrads(net: dict, alpha: float) -> dict:

@@ -17,6 +17,7 @@ from jaxcnn.layers import ACTIVATIONS, EXAMPLE_LAYERS, POOLS, Conv, Input, Pool,
 from jaxcnn.model import loss as model_loss
 from jaxcnn.model import max_pool
 from jaxcnn.numerics import OUTPUTS, output_and_loss, use_dtype
+from jaxcnn.toolbox import toolbox_input
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
 from jaxcnn.verification import symbolic
@@ -62,14 +63,6 @@ def compare(name, got, want, tol, kind="rel") -> Row:
 
 
 # ---- 1. manual backprop == jax.grad -------------------------------------------------------------
-
-def toolbox_input(images) -> list:
-    """Natural (N, H, W[, C]) images -> the toolbox's input maps a{1..C}, each H×W×N transposed."""
-    images = np.asarray(images, np.float64)
-    if images.ndim == 3:
-        images = images[..., None]
-    return [toolbox.images_to_matlab(images[..., c]) for c in range(images.shape[-1])]
-
 
 def manual_grads(net, images, targets, manual=bp):
     """The delta-rule gradient of `net` (via the bridge), as a Net-shaped gradient, and L. The net's
@@ -189,28 +182,22 @@ def _numgradcheck(tb: dict, x: list, y, pattern=None) -> tuple[float, dict, int]
     want = pattern(bp.cnnff(tb, x)) if pattern else None
     changed = 0
 
-    def loss_with(edit):
+    def loss_with(weight, delta):
         nonlocal changed
-        net = _deep_copy(tb)
-        edit(net)
-        ff = bp.cnnff(net, x)
+        ff = bp.cnnff(shifted(tb, weight, delta), x)
         if pattern and not all(np.array_equal(g, w) for g, w in zip(pattern(ff), want, strict=True)):
             changed += 1
         return bp.cnnbp(ff, y)["L"]
 
     worst = 0.0
-
-    for where, grad in _weights(analytic):
-        def shift(net, delta, where=where):
-            array, index = where(net)
-            array[index] += delta
-        numeric = (loss_with(lambda n: shift(n, NUMGRAD_EPS)) - loss_with(lambda n: shift(n, -NUMGRAD_EPS))) \
-            / (2 * NUMGRAD_EPS)
-        worst = max(worst, abs(numeric - grad))
+    for weight in weights(analytic):
+        numeric = (loss_with(weight, NUMGRAD_EPS) - loss_with(weight, -NUMGRAD_EPS)) / (2 * NUMGRAD_EPS)
+        worst = max(worst, abs(numeric - weight.grad))
     return worst, analytic, changed
 
 
-def _deep_copy(tb):
+def copy_toolbox(tb: dict) -> dict:
+    """A copy of a toolbox net dict whose weights (k, b, ffW, ffb) are fresh float64 arrays, safe to edit."""
     layers = []
     for layer in tb["layers"]:
         layer = dict(layer)
@@ -222,24 +209,56 @@ def _deep_copy(tb):
                 ffb=np.array(tb["ffb"], np.float64).reshape(-1, 1))
 
 
-def _weights(analytic):
-    """(locator, analytical gradient) for every scalar weight, in `cnnnumgradcheck.m`'s order."""
-    for j in range(analytic["dffb"].size):
-        yield (lambda n, j=j: (n["ffb"], (j, 0))), float(analytic["dffb"][j, 0])
-    for i in range(analytic["dffW"].shape[0]):
-        for u in range(analytic["dffW"].shape[1]):
-            yield (lambda n, i=i, u=u: (n["ffW"], (i, u))), float(analytic["dffW"][i, u])
+@dataclasses.dataclass(frozen=True)
+class Weight:
+    """One scalar weight of a toolbox net: its parameter group ("ffb", "ffW", "layer 4 b", "layer 4 k"),
+    its name in the toolbox's 1-based indexing ("ffW(3, 17)", "b{2}", "k{1}{2}(5, 1)", toolbox layout),
+    where it lives (`locate(tb) -> (array, index)`) and its analytical gradient."""
+    group: str
+    name: str
+    locate: object
+    grad: float
+
+
+def weights(analytic: dict) -> list[Weight]:
+    """Every scalar weight of a `cnnbp` result (a toolbox-layout gradient dict), with its gradient, in
+    `cnnnumgradcheck.m`'s order: ffb, ffW, then the 'c' layers from the last, each map's b{j} then k{i}{j}."""
+    out = [Weight("ffb", f"ffb({j + 1})", lambda n, j=j: (n["ffb"], (j, 0)), float(analytic["dffb"][j, 0]))
+           for j in range(analytic["dffb"].size)]
+    out += [Weight("ffW", f"ffW({i + 1}, {u + 1})", lambda n, i=i, u=u: (n["ffW"], (i, u)),
+                   float(analytic["dffW"][i, u]))
+            for i in range(analytic["dffW"].shape[0]) for u in range(analytic["dffW"].shape[1])]
     for l in range(len(analytic["layers"]) - 1, 0, -1):
         layer = analytic["layers"][l]
         if layer["type"] != "c":
             continue
         for j in range(len(layer["db"])):
-            yield (lambda n, l=l, j=j: (n["layers"][l]["b"], j)), float(layer["db"][j])
+            out.append(Weight(f"layer {l + 1} b", f"b{{{j + 1}}}", lambda n, l=l, j=j: (n["layers"][l]["b"], j),
+                              float(layer["db"][j])))
             for i in range(len(layer["dk"])):
-                for u in range(layer["dk"][i][j].shape[0]):
-                    for v in range(layer["dk"][i][j].shape[1]):
-                        yield ((lambda n, l=l, i=i, j=j, u=u, v=v: (n["layers"][l]["k"][i][j], (u, v))),
-                               float(layer["dk"][i][j][u, v]))
+                dk = layer["dk"][i][j]
+                out += [Weight(f"layer {l + 1} k", f"k{{{i + 1}}}{{{j + 1}}}({u + 1}, {v + 1})",
+                               lambda n, l=l, i=i, j=j, u=u, v=v: (n["layers"][l]["k"][i][j], (u, v)),
+                               float(dk[u, v]))
+                        for u in range(dk.shape[0]) for v in range(dk.shape[1])]
+    return out
+
+
+def weight_groups(analytic: dict) -> list[tuple[str, list[Weight]]]:
+    """`weights` grouped by parameter, in order of first appearance: ffb, ffW, then each 'c' layer's b and k
+    from the last layer."""
+    groups: dict[str, list[Weight]] = {}
+    for weight in weights(analytic):
+        groups.setdefault(weight.group, []).append(weight)
+    return list(groups.items())
+
+
+def shifted(tb: dict, weight: Weight, delta: float) -> dict:
+    """A copy of `tb` with `weight` moved by `delta`."""
+    net = copy_toolbox(tb)
+    array, index = weight.locate(net)
+    array[index] += delta
+    return net
 
 
 def check_numerical(golden) -> list[Row]:

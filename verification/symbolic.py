@@ -2,13 +2,15 @@
 
 Each proof writes a forward expression in symbols (the maps x, kernels k and deltas δ of several
 sizes, non-square maps, kernels 1–3, a batch of 2), differentiates it with `sympy.diff`, and subtracts
-the rule as `verification/backprop.py` writes it (`rot180`, `flipall`, `expand`/s², `sigm_prime`,
-`tanh_prime`, `od_sigmoid`, `od_softmax`, the max-pool mask), applied to the same symbols. The
+the rule as `verification/backprop.py` writes it (`full_conv_kernel` = rot180, `dk_flip` = flipall,
+`through_pool` = expand/s², `max_pool_back` = the mask, `activation_factor` = σ' or tanh',
+`output_delta`), applied to the same symbols. The
 identity holds when every entry of the difference expands to 0: exact, for those sizes, not to 1e-15.
-The rules are looked up in `backprop` at call time, so a broken rule there fails here too.
+The rules are `backprop.RULES`, the ones its `cnnbp` composes, looked up at call time, so a broken rule
+there fails here too.
 
 Every identity has wrong twins (`TWINS`): the same proof with one rule replaced by a mistake people
-make. A twin is shown wrong by a counterexample, a point where its difference is non-zero in floats;
+make, most of them entries of `jaxcnn check`'s catalogue (`verification.mistakes`). A twin is shown wrong by a counterexample, a point where its difference is non-zero in floats;
 that cannot be a simplifier's blind spot. The argument for all sizes, at the level of indices, is in
 docs/verification.md.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import types
 from typing import Callable
 
 import numpy as np
@@ -92,17 +93,13 @@ def vanishes(expr) -> bool:
 
 # ---- the rules, as backprop.py writes them -----------------------------------------------------------
 
-RULE_NAMES = ("rot180", "flipall", "expand", "_through_pool", "_through_max_pool", "sigm_prime", "tanh_prime",
-              "od_sigmoid", "od_softmax")
-
-
-def lecture_rules(**replaced) -> types.SimpleNamespace:
-    """backprop.py's rules, read now (so a monkeypatched rule is the one proved), with some `replaced`."""
-    rules = {name: getattr(bp, name) for name in RULE_NAMES}
-    unknown = set(replaced) - set(rules)
+def lecture_rules(**replaced) -> dict:
+    """backprop.py's named rules (`backprop.RULES`, the ones its `cnnbp` composes), read now, with some
+    `replaced` (a mistake of the catalogue is one replacement: `lecture_rules(**mistake.rules)`)."""
+    unknown = set(replaced) - set(bp.RULES)
     if unknown:
-        raise ValueError(f"unknown rules {sorted(unknown)}; rules are {RULE_NAMES}")
-    return types.SimpleNamespace(**(rules | replaced))
+        raise ValueError(f"unknown rules {sorted(unknown)}; rules are {', '.join(bp.RULES)}")
+    return {**bp.RULES, **replaced}
 
 
 # ---- the proofs: each returns, per case, (label, derivative of the forward expression, the rule) -----
@@ -117,7 +114,7 @@ def prove_2x2(rules):
     (k11, k12), (k21, k22) = K
     written_out = k22 * x11 + k21 * x12 + k12 * x21 + k11 * x22
     return [("conv written out", np.array([conv]), np.array([written_out])),
-            ("2x2", gradient(delta * (conv + theta), X), convn(np.array([[delta]], dtype=object), rules.rot180(K), "full"))]
+            ("2x2", gradient(delta * (conv + theta), X), convn(np.array([[delta]], dtype=object), rules["full_conv_kernel"](K), "full"))]
 
 
 def lecture_2x2_symbols():
@@ -147,7 +144,7 @@ def prove_full_conv(rules):
     for case in CONV_CASES:
         label, x, k, d, f = _conv_case(*case)
         for i in range(len(x)):
-            rule = sum(convn(d[j], rules.rot180(k[i][j]), "full") for j in range(len(d)))
+            rule = sum(convn(d[j], rules["full_conv_kernel"](k[i][j]), "full") for j in range(len(d)))
             out.append((label, gradient(f, x[i]), rule))
     return out
 
@@ -161,7 +158,7 @@ def prove_kernel_grad(rules):
         label, x, k, d, f = _conv_case(*case)
         for i in range(len(x)):
             for j in range(len(d)):
-                out.append((label, gradient(f, k[i][j]), convn(rules.flipall(x[i]), d[j], "valid")[:, :, 0]))
+                out.append((label, gradient(f, k[i][j]), convn(rules["dk_flip"](x[i]), d[j], "valid")[:, :, 0]))
     return out
 
 
@@ -172,7 +169,7 @@ def prove_mean_pool(rules):
     for h, w, s, n in POOL_CASES:
         a, e = symbols("a", (h, w, n)), symbols("e", (h // s, w // s, n))
         pooled = convn(a, np.full((s, s), sp.Rational(1, s ** 2), dtype=object), "valid")[::s, ::s, :]
-        out.append((f"{h}x{w}x{n} s{s}", gradient(total(e * pooled), a), rules._through_pool([e], s)[0]))
+        out.append((f"{h}x{w}x{n} s{s}", gradient(total(e * pooled), a), rules["through_pool"](e, s)))
     return out
 
 
@@ -207,20 +204,20 @@ def prove_max_pool(rules):
             value = sp.Max(peak, *(peak - g for g in gaps.values()))      # = peak, since every gap is > 0
             pooled[p, q, c] = value.subs({peak: a[top]} | {g: a[top] - a[i] for i, g in gaps.items()},
                                          simultaneous=True)
-        out.append((f"{h}x{w}x{n} s{s}", gradient(total(e * pooled), a), rules._through_max_pool([e], s, [mask])[0]))
+        out.append((f"{h}x{w}x{n} s{s}", gradient(total(e * pooled), a), rules["max_pool_back"]([e], s, [mask])[0]))
     return out
 
 
 def prove_sigmoid(rules):
     """σ'(z) = σ(1 − σ), written through a = σ(z) as `cnnbp.m` does (`sigm_prime(a)`)."""
     z = sp.Symbol("z", real=True)
-    return [("z", np.array([sp.diff(sigm(z), z)]), np.array([rules.sigm_prime(sigm(z))]))]
+    return [("z", np.array([sp.diff(sigm(z), z)]), np.array([rules["activation_factor"](sigm(z), "sigmoid")]))]
 
 
 def prove_tanh(rules):
     """tanh'(z) = 1 − tanh², through a = tanh(z) (`tanh_prime(a)`)."""
     z = sp.Symbol("z", real=True)
-    return [("z", np.array([sp.diff(tanh(z), z)]), np.array([rules.tanh_prime(tanh(z))]))]
+    return [("z", np.array([sp.diff(tanh(z), z)]), np.array([rules["activation_factor"](tanh(z), "tanh")]))]
 
 
 def _targets(classes, n, sum_to_one):
@@ -237,7 +234,7 @@ def prove_od_sigmoid(rules):
     z, y = symbols("z", (classes, n)), symbols("y", (classes, n))
     o = np.vectorize(sigm, otypes=[object])(z)
     L = sp.Rational(1, 2) * total((o - y) ** 2) / n
-    return [(f"{classes}x{n}", n * gradient(L, z), rules.od_sigmoid(o - y, o))]
+    return [(f"{classes}x{n}", n * gradient(L, z), rules["output_delta"](o - y, o, "sigmoid"))]
 
 
 def prove_od_softmax(rules, sum_to_one=True):
@@ -249,7 +246,7 @@ def prove_od_softmax(rules, sum_to_one=True):
         column = sp.Add(*(sp.exp(zk) for zk in z[:, m]))
         o[:, m] = [sp.exp(zk) / column for zk in z[:, m]]
     L = -total(y * np.vectorize(sp.log, otypes=[object])(o)) / n
-    return [(f"{classes}x{n}" + (", Σy = 1" if sum_to_one else ""), n * gradient(L, z), rules.od_softmax(o - y, o))]
+    return [(f"{classes}x{n}" + (", Σy = 1" if sum_to_one else ""), n * gradient(L, z), rules["output_delta"](o - y, o, "softmax"))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,30 +269,37 @@ IDENTITIES = {
     "od-softmax-ce": Identity("softmax + CE: N·dL/dz = o - y when Σy = 1", prove_od_softmax),
 }
 
-# Wrong twins: (identity, what is wrong, the rules with the mistake, which cases must show it). A twin
-# whose mistake cannot show in a case (rot180 of a 1×1 kernel is itself) says so in `shows_in`.
+# Wrong twins: (identity, the replaced rules, which cases must show the mistake: None = every case). Most
+# are entries of jaxcnn check's catalogue (`verification.mistakes`, by id), the rest are this module's own.
+# rot180, a transpose or a rot90 of a 1×1 kernel is the kernel, so those cannot show with k = 1.
+def _catalogue(mistake_id):
+    from jaxcnn.verification import mistakes
+
+    return lambda: lecture_rules(**mistakes.BY_ID[mistake_id].rules)
+
+
+def _not_k1(label):
+    return "k1" not in label
+
+
 TWINS = {
-    "2x2 without rot180": ("2x2-rot180", lambda: lecture_rules(rot180=lambda k: np.asarray(k)),
-                           lambda label: label == "2x2"),
-    "full conv without rot180": ("full-rot180", lambda: lecture_rules(rot180=lambda k: np.asarray(k)),
-                                 lambda label: "k1" not in label),
-    "full conv with k' for rot180": ("full-rot180", lambda: lecture_rules(rot180=lambda k: np.asarray(k).T),
-                                     lambda label: "k1" not in label),
-    "dk without flipall": ("kernel-flipall", lambda: lecture_rules(flipall=lambda x: np.asarray(x)), None),
-    "dk with rot180 for flipall (samples not flipped)": (
-        "kernel-flipall", lambda: lecture_rules(flipall=lambda x: np.asarray(x)[::-1, ::-1]), None),
-    "mean pool without /s^2": ("mean-pool-expand", lambda: lecture_rules(
-        _through_pool=lambda d_next, s: [bp.expand(d, [s, s, 1]) for d in d_next]), None),
-    "mean pool /s for /s^2": ("mean-pool-expand", lambda: lecture_rules(
-        _through_pool=lambda d_next, s: [bp.expand(d, [s, s, 1]) / s for d in d_next]), None),
-    "max pool spread as mean pool": ("max-pool-mask", lambda: lecture_rules(
-        _through_max_pool=lambda d_next, s, mask: [bp.expand(d, [s, s, 1]) / s ** 2 for d in d_next]), None),
-    "σ' taken at z: z(1 - z)": ("sigmoid-prime", lambda: lecture_rules(sigm_prime=lambda a: sp.Symbol("z", real=True)
-                                                                        * (1 - sp.Symbol("z", real=True))), None),
-    "tanh' taken as a(1 - a)": ("tanh-prime", lambda: lecture_rules(tanh_prime=lambda a: a * (1 - a)), None),
-    "sigmoid od without o(1 - o)": ("od-sigmoid-mse", lambda: lecture_rules(od_sigmoid=lambda e, o: e), None),
-    "softmax od with the sigmoid's o(1 - o)": ("od-softmax-ce", lambda: lecture_rules(
-        od_softmax=lambda e, o: e * (o * (1 - o))), None),
+    "2x2: full-conv-missing-rot180": ("2x2-rot180", _catalogue("full-conv-missing-rot180"),
+                                      lambda label: label == "2x2"),
+    "full-conv-missing-rot180": ("full-rot180", _catalogue("full-conv-missing-rot180"), _not_k1),
+    "full-conv-transpose-for-rot180": ("full-rot180", _catalogue("full-conv-transpose-for-rot180"), _not_k1),
+    "full-conv-rot90-for-rot180": ("full-rot180", _catalogue("full-conv-rot90-for-rot180"), _not_k1),
+    "dk-missing-flipall": ("kernel-flipall", _catalogue("dk-missing-flipall"), None),
+    "dk-spatial-flip-only": ("kernel-flipall", _catalogue("dk-spatial-flip-only"), None),
+    "pool-missing-scale-division": ("mean-pool-expand", _catalogue("pool-missing-scale-division"), None),
+    "pool-divides-by-scale": ("mean-pool-expand", _catalogue("pool-divides-by-scale"), None),
+    "max-pool-spread-as-mean": ("max-pool-mask", _catalogue("max-pool-spread-as-mean"), None),
+    "max-pool-no-mask": ("max-pool-mask", _catalogue("max-pool-no-mask"), None),
+    "sigmoid': z(1 - z), the derivative taken at z": ("sigmoid-prime", lambda: lecture_rules(
+        activation_factor=lambda a, activation="sigmoid": sp.Symbol("z", real=True) * (1 - sp.Symbol("z", real=True))),
+        None),
+    "tanh-derivative-as-sigmoid": ("tanh-prime", _catalogue("tanh-derivative-as-sigmoid"), None),
+    "od-missing-sigmoid-derivative": ("od-sigmoid-mse", _catalogue("od-missing-sigmoid-derivative"), None),
+    "softmax-od-with-sigmoid-derivative": ("od-softmax-ce", _catalogue("softmax-od-with-sigmoid-derivative"), None),
 }
 
 
