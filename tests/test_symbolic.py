@@ -7,7 +7,7 @@ import sympy as sp
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import checks, report, symbolic
 
-CONV_IDENTITIES = {"full-rot180", "kernel-flipall"}         # the slowest (about a second each)
+CONV_IDENTITIES = {"full-rot180", "kernel-flipall"}         # the slowest (1-3 s each): the full tier
 
 
 def _numbers(array, rng):
@@ -47,6 +47,7 @@ def test_an_identity_holds_exactly(identity):
     assert len(result.cases) >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("identity", sorted(CONV_IDENTITIES))
 def test_a_convolution_identity_holds_exactly_on_every_size(identity):
     result = symbolic.prove(identity)
@@ -63,7 +64,8 @@ def test_every_identity_has_a_wrong_twin_mostly_from_the_check_catalogue():
     assert len(from_catalogue) == len(symbolic.TWINS) - 1               # all but σ' taken at z
 
 
-@pytest.mark.parametrize("twin", symbolic.TWINS)
+@pytest.mark.parametrize("twin", [pytest.param(t, marks=pytest.mark.slow) if symbolic.TWINS[t][0] in CONV_IDENTITIES
+                                  else t for t in symbolic.TWINS])
 def test_a_wrong_twin_does_not_hold(twin):
     """Each twin fails with a counterexample (a point where its difference is non-zero) in every case where
     its mistake can show, and in no other (rot180 and the transpose of a 1×1 kernel are the kernel)."""
