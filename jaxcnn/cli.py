@@ -1,4 +1,4 @@
-"""The `jaxcnn` command: train, eval, verify, check, bench, report, import-mat, export-mat.
+"""The `jaxcnn` command: train, eval, verify, check, bench, report, tutorials, import-mat, export-mat.
 
 Errors in what the user gave (config, data, folders, checkpoints) print one line and exit 2;
 a diverged run exits 3; `train --check-data` exits 4 when the data cannot be had here. `--debug` shows
@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time another framework on the same net (needs jaxcnn[peers]); repeat for several")
 
     sub.add_parser("configs", help="list the packaged configs with their descriptions")
+
+    p = sub.add_parser("tutorials", help="write the tutorials (the lecture as notebooks) into DIR as .ipynb files "
+                                         "(needs jaxcnn[tutorials])")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace the tutorials' notebooks already in DIR")
 
     p = sub.add_parser("import-mat", help="toolbox cnn struct (.mat) -> net.npz")
     p.add_argument("mat")
@@ -237,6 +242,17 @@ def _configs(args) -> int:
     return 0
 
 
+def _tutorials(args) -> int:
+    from . import tutorials
+
+    paths = tutorials.write(args.dir, overwrite=args.overwrite)
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"open them with `jupyter lab {args.dir}` (pip install jupyterlab), or run one top to bottom with "
+          f"`jupyter execute {paths[0]}`")
+    return 0
+
+
 def _import_mat(args) -> int:
     from . import netfile, toolbox
 
@@ -255,6 +271,7 @@ def _export_mat(args) -> int:
 
 
 COMMANDS = {"train": _train, "sweep": _sweep, "eval": _eval, "verify": _verify, "check": _check, "bench": _bench, "report": _report, "configs": _configs,
+            "tutorials": _tutorials,
             "import-mat": _import_mat, "export-mat": _export_mat}
 
 

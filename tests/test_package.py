@@ -42,6 +42,9 @@ def test_the_wheel_is_small_and_holds_the_package_data(installed):
     assert {f"jaxcnn/report/{p.name}" for p in (REPO / "jaxcnn" / "report").glob("*.py")} <= set(names)
     assert {f"jaxcnn/verification/octave/{m}.m" for m in ("sigm", "expand", "flipall")} <= set(names)   # jaxcnn check's
     assert {f"jaxcnn/configs/{c.name}" for c in (REPO / "configs").glob("*.toml")} <= set(names)
+    assert {f"jaxcnn/tutorials/{t.name}" for t in (REPO / "docs" / "tutorials").glob("*.md")} <= set(names)
+    assert len([n for n in names if n.startswith("jaxcnn/tutorials/") and n.endswith(".md")]) >= 3
+    assert "jaxcnn/verification/symbolic.py" in names
     assert not [n for n in names if n.startswith(("verification/", "configs/", "tests/"))]   # no generic top level
     assert wheel.stat().st_size < 2_000_000
 
@@ -83,3 +86,16 @@ def test_check_runs_from_the_wheel_in_python_and_octave(installed):
     assert "correct: 18 quantities" in out
     octave = _run([bin_ / "jaxcnn", "check", fixtures / "octave", "--json"], cwd=work).stdout
     assert json.loads(octave)["passed"] is True
+
+
+@pytest.mark.slow
+def test_the_tutorials_come_with_the_wheel(installed):
+    """The installed package has the tutorials' sources; without the tutorials extra, `jaxcnn tutorials`
+    says which extra to install (one line, exit 2)."""
+    bin_, work, _ = installed
+    out = _run([bin_ / "python", "-c", "from jaxcnn import tutorials; print(tutorials.names()); "
+                "print(len(tutorials.source(tutorials.names()[0])))"], cwd=work).stdout.splitlines()
+    assert out[0].startswith("['01_the_lectures_net', ") and int(out[1]) > 1000
+    result = subprocess.run([bin_ / "jaxcnn", "tutorials", "nb"], cwd=work, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("jaxcnn: error: the tutorials need ")
+    assert "pip install 'jaxcnn[tutorials]'" in result.stderr and not (work / "nb").exists()

@@ -20,6 +20,7 @@ from jaxcnn.numerics import OUTPUTS, output_and_loss, use_dtype
 from jaxcnn.toolbox import toolbox_input
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
+from jaxcnn.verification import symbolic
 
 GRAD_RTOL = 1e-12
 GOLDEN_ATOL = 1e-12
@@ -618,4 +619,5 @@ def all_checks(golden_file=None) -> list[tuple[str, list[Row]]]:
     return [("1. delta rule vs jax.grad", check_autodiff() + check_autodiff_modern()),
             ("2. central differences", check_numerical(golden) + check_numerical_modern()),
             ("3. the derivations", check_derivations() + check_modern_derivations()),
-            ("4. parity with the original toolbox", check_golden(golden))]
+            ("4. parity with the original toolbox", check_golden(golden)),
+            ("5. symbolic (sympy: each rule differentiated exactly)", symbolic.check_symbolic())]
