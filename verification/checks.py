@@ -21,27 +21,11 @@ from jaxcnn.toolbox import toolbox_input
 from jaxcnn.verification import backprop as bp
 from jaxcnn.verification import golden as golden_mod
 from jaxcnn.verification import symbolic
+from jaxcnn.verification.rows import Row
 
 GRAD_RTOL = 1e-12
 GOLDEN_ATOL = 1e-12
 NUMGRAD_EPS, NUMGRAD_ATOL = 1e-4, 1e-8        # cnnnumgradcheck.m: epsilon = 1e-4; er = 1e-8
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    check: str
-    max_abs: float
-    max_rel: float
-    tol: float
-    kind: str = "rel"          # which error the tolerance applies to: "rel" or "abs"
-    ok: bool | None = None     # for pass/fail checks that measure no error of their own
-
-    @property
-    def passed(self) -> bool:
-        if self.ok is not None:
-            return self.ok
-        value = self.max_rel if self.kind == "rel" else self.max_abs
-        return bool(np.isfinite(value) and value <= self.tol)
 
 
 def compare(name, got, want, tol, kind="rel") -> Row:

@@ -25,6 +25,7 @@ import numpy as np
 import sympy as sp
 
 from jaxcnn.verification import backprop as bp
+from jaxcnn.verification.rows import Row
 
 # (H, W, kernelsize, input maps, output maps, N): non-square maps, kernels 1-3, a batch of 2, and one
 # case with 2 -> 2 maps so that the sum over j in `z = z + convn(...)` is proved too
@@ -357,8 +358,6 @@ def prove_twin(twin: str) -> Result:
 def check_symbolic():
     """`jaxcnn verify`'s symbolic group: one row per identity, over all its cases, result 'exact' when every
     entry of every case's difference expands to 0."""
-    from jaxcnn.verification.checks import Row
-
     rows = []
     for key, identity in IDENTITIES.items():
         result = prove(key)
