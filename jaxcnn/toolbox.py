@@ -217,9 +217,27 @@ def struct_to_dict(cnn, where="cnn") -> dict:
 MAT_FILE = "MATLAB v4-v7 .mat file scipy can read"
 
 
+_LOADMAT_CHILD = """
+import pickle, sys
+import scipy.io
+path, options = pickle.loads(sys.stdin.buffer.read())
+try:
+    result = ("ok", scipy.io.loadmat(path, **options))
+except BaseException as err:
+    result = ("raised", err)
+sys.stdout.buffer.write(pickle.dumps(result))
+"""
+
+
 def load_mat_file(path, **options) -> dict:
-    """scipy.io.loadmat(path), any failure on damaged bytes (an empty file included) one DamagedFile naming it."""
-    import scipy.io
+    """scipy.io.loadmat(path), any failure on damaged bytes (an empty file included) one DamagedFile naming it.
+
+    scipy's MAT reader can crash the interpreter (a segmentation fault) on damaged bytes, which no `except`
+    catches, so it runs in a child process; a child killed by a signal means the file is damaged."""
+    import pickle
+    import subprocess
+    import sys
+
     from scipy.io.matlab import MatReadError
 
     from .fileio import DamagedFile, reading
@@ -227,7 +245,18 @@ def load_mat_file(path, **options) -> dict:
     with reading(path, MAT_FILE, also=(MatReadError, NotImplementedError)):
         if Path(path).stat().st_size == 0:
             raise DamagedFile(path, f"empty file, not a {MAT_FILE}")
-        return scipy.io.loadmat(path, **options)
+        child = subprocess.run([sys.executable, "-c", _LOADMAT_CHILD], input=pickle.dumps((str(path), options)),
+                               capture_output=True)
+        if child.returncode < 0:
+            raise DamagedFile(path, f"scipy's MAT-file reader crashed on it (signal {-child.returncode}): "
+                                    f"damaged, not a {MAT_FILE}")
+        if child.returncode != 0 or not child.stdout:
+            raise DamagedFile(path, f"could not be read as a {MAT_FILE} "
+                                    f"({child.stderr.decode(errors='replace').strip().splitlines()[-1:] or ['no output']})")
+        status, value = pickle.loads(child.stdout)
+        if status == "raised":
+            raise value
+        return value
 
 
 def read_struct(path, var="cnn"):

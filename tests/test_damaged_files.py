@@ -438,6 +438,25 @@ def test_an_empty_mat_file_exits_2_in_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mat"]
 
 
+def test_a_mat_file_that_crashes_scipys_reader_is_one_line(tmp_path, capsys):
+    """One byte of a toolbox .mat's struct header (found by this file's fuzz) makes scipy.io.loadmat crash the
+    interpreter with a segmentation fault, which no except catches: jaxcnn reads .mat files in a child process."""
+    from jaxcnn.layers import EXAMPLE_LAYERS
+
+    toolbox.save_net(tmp_path / "cnn.mat", _numpy_net(EXAMPLE_LAYERS, 0))
+    damaged = bytearray((tmp_path / "cnn.mat").read_bytes())
+    damaged[380] = 179
+    (tmp_path / "cnn.mat").write_bytes(damaged)
+    bare = subprocess.run([sys.executable, "-c", f"import scipy.io; scipy.io.loadmat({str(tmp_path / 'cnn.mat')!r}, "
+                                                 "struct_as_record=False)"], capture_output=True)
+    assert cli.main(["import-mat", str(tmp_path / "cnn.mat"), str(tmp_path / "net.npz")]) == 2
+    line = capsys.readouterr().err.splitlines()
+    assert len(line) == 1 and str(tmp_path / "cnn.mat") in line[0], line
+    if bare.returncode < 0:                          # scipy 1.17 here; a later scipy may refuse it cleanly instead
+        assert f"scipy's MAT-file reader crashed on it (signal {-bare.returncode})" in line[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.mat"]
+
+
 @pytest.mark.slow
 def test_real_exit_codes_of_damaged_files(root, tmp_path):
     net = tmp_path / "net.npz"
