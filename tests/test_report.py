@@ -326,7 +326,7 @@ def open_page(browser, path: Path, screenshot: Path | None = None) -> dict:
         uncaptioned: [...document.images].filter(i => !i.closest('figure')?.querySelector('figcaption')?.textContent.trim())
             .map(i => i.alt),
         csp: document.querySelector('meta[http-equiv="Content-Security-Policy"]').content,
-        command: document.getElementById('command').textContent,
+        command: document.getElementById('command')?.textContent ?? null,   // the run page's; the check page has none
         spans: Object.fromEntries([...document.querySelectorAll('span[id][data-v]')].map(s => [s.id, Number(s.dataset.v)])),
         missing: [...document.querySelectorAll('.missing')].map(p => p.textContent),
         text: document.body.innerText,
