@@ -16,6 +16,11 @@ Layouts (chosen by profiling; figures in docs/performance.md):
   col2im update moves runs of w·N contiguous values instead of short rows.
 - Patch rows are ordered (u, v, c), which is the HWIO kernel reshaped (k·k·C_in, C_out), so neither the
   forward product nor the kernel gradient needs a transpose; the kernel gradient is patches @ dzᵀ.
+- The first 'c' layer, when mean pooling follows it (the toolbox net), orders its output positions by
+  pooling window, (di, dj, I, J, N) for position (s·I + di, s·J + dj): its patch rows are stride-s
+  slices of the (C, H, W, N) images, the pooling is a sum of s·s contiguous blocks whose result is
+  already the next layer's (C, H, W, N), and the activation, expand and σ' are flat loops that
+  XLA:CPU vectorises (`PooledConvRecord`).
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
@@ -62,6 +67,15 @@ class ConvRecord(NamedTuple):
     kernel_matrix: jax.Array         # (k·k·C_in, C_out): the HWIO kernel reshaped
     a: jax.Array                     # σ(z), the output maps (C_out, ...) in `layout`
     needs_input_delta: bool          # False for the first 'c' layer: nothing before it learns
+
+
+class PooledConvRecord(NamedTuple):
+    """The first 'c' layer with the mean pooling after it, positions grouped by pooling window."""
+
+    layer: Conv
+    pool: Pool
+    patches: jax.Array               # (k·k·C_in, s·s·h'·w'·N): columns ordered (di, dj, I, J, N)
+    a: jax.Array                     # σ(z), (C_out, s·s, h'·w'·N): position (s·I + di, s·J + dj)
 
 
 class PoolRecord(NamedTuple):
@@ -164,6 +178,37 @@ def col2im(d_patches, c_in: int, k: int, dz_shape, layout: Layout):
     return out
 
 
+def _pools_by_window(layers, i: int, input_shape) -> bool:
+    """Whether layer `i` is the first 'c' layer, followed by mean pooling that tiles its output maps."""
+    conv, pool = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+    if not (isinstance(conv, Conv) and isinstance(pool, Pool) and pool.pool == "mean"):
+        return False
+    return all((size - conv.kernelsize + 1) % pool.scale == 0 for size in input_shape)
+
+
+def windowed_patches(a, k: int, s: int):
+    """im2col of (C, H, W, N) maps for a 'valid' k×k convolution followed by s×s pooling: rows (u, v, c),
+    columns (di, dj, I, J, N) for the output position (s·I + di, s·J + dj), so every block of rows for
+    one (di, dj, u, v) is a stride-s slice of the maps and the pooling windows' members lie s·s blocks apart."""
+    c, height, width, n = a.shape
+    h, w = (height - k + 1) // s, (width - k + 1) // s
+    blocks = [lax.slice(a, (ci, di + u, dj + v, 0), (ci + 1, di + u + s * (h - 1) + 1, dj + v + s * (w - 1) + 1, n),
+                        (1, s, s, 1))
+              for u in range(k) for v in range(k) for ci in range(c) for di in range(s) for dj in range(s)]
+    return jnp.stack(blocks).reshape(k * k * c, -1)
+
+
+def _pooled_conv_forward(p, conv: Conv, pool: Pool, x_chwn):
+    """The first 'c' layer and its mean pooling, by window: (C_in, H, W, N) -> pooled (C_out, H', W', N)."""
+    k, s, c_in = conv.kernelsize, pool.scale, x_chwn.shape[0]
+    h, w, n = (x_chwn.shape[1] - k + 1) // s, (x_chwn.shape[2] - k + 1) // s, x_chwn.shape[3]
+    cols = windowed_patches(x_chwn, k, s)                                           # (k·k·C_in, s·s·h·w·N)
+    z = _dot(p["k"].reshape(k * k * c_in, conv.outputmaps).T, cols).reshape(conv.outputmaps, s * s, -1)
+    a = activate(conv.activation, z + p["b"][:, None, None])                         # (C_out, s·s, h·w·N)
+    pooled = a.sum(axis=1) / (s * s)
+    return pooled.reshape(conv.outputmaps, h, w, n), PooledConvRecord(conv, pool, cols, a)
+
+
 def feature_vector(a, layout: Layout):
     """The toolbox's `fv` (N, C·h·w), map by map, each row-major."""
     return a.transpose(layout.to_nchw).reshape(layout.batch_size(a), -1)
@@ -174,8 +219,16 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
     a, layout = x.transpose(3, 0, 1, 2), CNHW                     # (C, N, H, W)
     records, convs_seen = [], 0
     conv = iter(params["conv"])
-    for layer in layers[1:]:
-        if isinstance(layer, Conv):
+    pooled_already = False                                        # the pool that `_pooled_conv_forward` did
+    for i, layer in enumerate(layers[1:], start=1):
+        if pooled_already:
+            pooled_already = False
+        elif convs_seen == 0 and _pools_by_window(layers, i, x.shape[1:3]):
+            a, record = _pooled_conv_forward(next(conv), layer, layers[i + 1], to_layout(a, layout, CHWN))
+            layout = CHWN                                                       # a: (C_out, H/s, W/s, N)
+            records.append(record)
+            convs_seen, pooled_already = 1, True
+        elif isinstance(layer, Conv):
             if convs_seen:
                 a, layout = to_layout(a, layout, CHWN), CHWN     # (C, H, W, N)
             p = next(conv)
@@ -218,6 +271,19 @@ def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
     d = d.reshape(nchw).transpose(layout.from_nchw())              # back to the last maps, in their layout
     conv_grads = []
     for record in reversed(fwd.records):
+        if isinstance(record, PooledConvRecord):
+            d = to_layout(d, layout, CHWN)                         # (C_out, H', W', N)
+            layer, s = record.layer, record.pool.scale
+            c_out = layer.outputmaps
+            dz = (d.reshape(c_out, 1, -1) / (s * s)) * activation_derivative(layer.activation, record.a)
+            k = layer.kernelsize
+            c_in = record.patches.shape[0] // (k * k)
+            # Contracting (window member, position) rather than flattening dz: with the flat shape as
+            # its root XLA:CPU would compute δ by per-element index division, twice (docs/performance.md).
+            cols = record.patches.reshape(k * k * c_in, s * s, -1)
+            dk = lax.dot_general(cols, dz, (((1, 2), (1, 2)), ((), ())), precision=HIGHEST)
+            conv_grads.append({"k": (dk / n).reshape(k, k, c_in, c_out), "b": jnp.sum(dz, axis=(1, 2)) / n})
+            break                                                  # the first 'c' layer: nothing before it learns
         d, layout = to_layout(d, layout, record.layout), record.layout
         if isinstance(record, PoolRecord):
             s = record.layer.scale

@@ -18,6 +18,7 @@ STACKS = [
     pytest.param((Input(), Conv(2, 3), Conv(3, 2), Conv(2, 1)), (9, 12, 3), 4, marks=SLOW),  # c-c-c, RGB, non-square
     pytest.param((Input(), Conv(4, 5), Pool(3), Pool(2)), (16, 22), 5, marks=SLOW),  # s-s
     ((Input(), Conv(1, 1)), (5, 5), 2),
+    pytest.param((Input(), Conv(3, 3, "tanh"), Pool(2), Conv(2, 3)), (10, 12, 3), 3, marks=SLOW),  # RGB conv1 by window
 ]
 
 
