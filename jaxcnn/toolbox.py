@@ -254,8 +254,11 @@ def load_mat_file(path, **options) -> dict:
             raise DamagedFile(path, f"could not be read as a {MAT_FILE} "
                                     f"({child.stderr.decode(errors='replace').strip().splitlines()[-1:] or ['no output']})")
         status, value = pickle.loads(child.stdout)
-        if status == "raised":
+        if status == "raised" and isinstance(value, OSError):          # no such file, a folder, permissions
             raise value
+        if status == "raised":                  # anything scipy raised parsing the bytes (an UnboundLocalError too)
+            detail = str(value).strip() or type(value).__name__
+            raise DamagedFile(path, f"damaged or not a {MAT_FILE} ({type(value).__name__}: {detail[:300]})")
         return value
 
 
