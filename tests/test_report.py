@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from jaxcnn import config as config_mod, fileio, init_net, report, run
+from jaxcnn import config as config_mod, fileio, init_net, records, report, run
 from jaxcnn.report import analysis, arithmetic, figures, run_page
 from jaxcnn.cli import build_parser, main
 from jaxcnn.model import loss_and_grad
@@ -478,20 +478,30 @@ def test_modern_net_on_real_images_still_fails_a_wrong_rule(modern_run, monkeypa
 
 
 @pytest.mark.slow
-def test_a_crafted_run_folder_puts_no_element_on_the_page(tmp_path, browser):
-    """Array names in kernels.npz and kernels.npz's epochs carrying markup reach the page as text only."""
+def test_a_crafted_run_folder_puts_no_element_on_the_page(tmp_path, browser, monkeypatch):
+    """Markup in a run folder reaches the page as text only. kernels.npz with markup in its array names or
+    epochs is refused by its reader (one line, nothing written); so that the page's own escaping is tested too,
+    the reader is then made to hand the crafted record over, beside a config.toml comment carrying markup."""
     data_dir = toy_folder(tmp_path / "data")
     out = tmp_path / "run"
     run.train(toy_config(data_dir, numepochs=1), out, progress=False, log=lambda *_: None)
     arrays, meta = fileio.load_npz(out / "kernels.npz")
     link, form = "<a href=javascript:alert(1) id=planted>conv1", "<form action=https:evil.example id=planted2><button>go"
-    fileio.save_npz(out / "kernels.npz", {link: arrays["conv1"], form: arrays["conv2"]},
-                    dict(meta, epochs=["<a href=https:evil.example id=planted3>1"]))
+    epoch = "<a href=https:evil.example id=planted3>1"
+    crafted = {link: arrays["conv1"], form: arrays["conv2"]}
+    fileio.save_npz(out / "kernels.npz", crafted, dict(meta, epochs=[epoch]))
+    with pytest.raises(fileio.DamagedFile, match="kernels.npz"):
+        report.write(out)
+    assert not (out / "report.html").exists()
+    comment = "# <base href=https:evil.example/><img src=https:evil.example/x id=planted4>"
+    (out / "config.toml").write_text(comment + "\n" + (out / "config.toml").read_text())
+    monkeypatch.setattr(records, "read_kernels", lambda path: (crafted, [epoch]))
     path, rep = report.write(out)
     page = browser.new_page()
     page.goto(path.as_uri())
     found = page.evaluate("""() => ({planted: document.querySelectorAll('[id^=planted], a, form, button, base').length,
-                                      text: document.body.innerText})""")
+                                      text: document.body.textContent})""")     # textContent: folded <details> too
     page.close()
     assert found["planted"] == 0
+    assert comment in found["text"]
     assert link in found["text"] and form in found["text"] and "<a href=https:evil.example id=planted3>1" in found["text"]
