@@ -89,12 +89,11 @@ class PoolRecord(NamedTuple):
 
 
 class Forward(NamedTuple):
-    fv: jax.Array                    # (N, fvnum), the toolbox's feature vector
+    fv_t: jax.Array                  # (fvnum, N): the toolbox's feature vector, transposed (the maps' own order)
     z: jax.Array                     # (N, classes), the output layer's input ffW·fv + ffb
     o: jax.Array                     # (N, classes), the outputs
     records: tuple                   # one ConvRecord / PoolRecord per layer after the input
-    last_maps_shape: tuple[int, ...]  # shape of the last maps, in `last_layout`
-    last_layout: Layout
+    last_maps_shape: tuple[int, ...]  # shape of the last maps, in CHWN
 
 
 def _dot(a, b):
@@ -258,9 +257,10 @@ def _phase_conv_forward(p, conv: Conv, pool: Pool, a_chwn, needs_input_delta: bo
     return pooled.reshape(conv.outputmaps, h, w, n), record
 
 
-def feature_vector(a, layout: Layout):
-    """The toolbox's `fv` (N, C·h·w), map by map, each row-major."""
-    return a.transpose(layout.to_nchw).reshape(layout.batch_size(a), -1)
+def feature_vector_t(a, layout: Layout):
+    """The toolbox's `fv` (N, C·h·w), map by map, each row-major, transposed: (C·h·w, N), which for
+    (C, H, W, N) maps is the maps themselves, so neither the output layer nor its delta moves them."""
+    return to_layout(a, layout, CHWN).reshape(-1, layout.batch_size(a))
 
 
 def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward:
@@ -295,10 +295,10 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
         else:
             a = mean_pool(a, layer.scale, layout)                               # (C, ..., H/s, W/s, ...)
             records.append(PoolRecord(layer, layout, None))
-    fv = feature_vector(a, layout)                                              # (N, fvnum)
-    z = _dot(fv, params["ffW"].T) + params["ffb"]                               # (N, classes)
+    fv_t = feature_vector_t(a, layout)                                          # (fvnum, N)
+    z = _dot(params["ffW"], fv_t).T + params["ffb"]                             # (N, classes)
     o, _ = output_and_loss(output, z, jnp.zeros_like(z))
-    return Forward(fv, z, o, tuple(records), a.shape, layout)
+    return Forward(fv_t, z, o, tuple(records), to_layout(a, layout, CHWN).shape)
 
 
 def forward(params: dict, layers, x, output: str = "sigmoid"):
@@ -314,11 +314,10 @@ def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
     fwd = forward_records(params, layers, x, output)
     _, loss = output_and_loss(output, fwd.z, targets)
     od = output_delta(output, fwd.o, targets)                      # output delta (N, classes)
-    grads = {"ffW": _dot(od.T, fwd.fv) / n, "ffb": jnp.sum(od, axis=0) / n}
-    layout = fwd.last_layout
-    d = _dot(od, params["ffW"])                                    # fvd (N, fvnum)
-    nchw = tuple(fwd.last_maps_shape[axis] for axis in layout.to_nchw)
-    d = d.reshape(nchw).transpose(layout.from_nchw())              # back to the last maps, in their layout
+    grads = {"ffW": lax.dot_general(od, fwd.fv_t, (((0,), (1,)), ((), ())), precision=HIGHEST) / n,
+             "ffb": jnp.sum(od, axis=0) / n}
+    d_fv_t = lax.dot_general(params["ffW"], od, (((0,), (1,)), ((), ())), precision=HIGHEST)   # fvd', (fvnum, N)
+    d, layout = d_fv_t.reshape(fwd.last_maps_shape), CHWN          # back onto the last maps
     conv_grads = []
     for record in reversed(fwd.records):
         if isinstance(record, PhaseConvRecord):
@@ -330,7 +329,8 @@ def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
             dz = d * activation_derivative(layer.activation, record.a)        # (C_out, s·s, h'·w'·N)
             # Contracting (window member, position) rather than flattening dz: with the flat shape as
             # its root XLA:CPU would compute δ by per-element index division (docs/performance.md).
-            d_kernel_matrix = lax.dot_general(dz, record.phases, (((2,), (1,)), ((), ())), precision=HIGHEST)
+            d_kernel_matrix = lax.dot_general(record.phases, dz, (((1,), (2,)), ((), ())), precision=HIGHEST)
+            d_kernel_matrix = d_kernel_matrix.transpose(1, 2, 0)
             conv_grads.append({"k": kernel_gradient_from_phase(d_kernel_matrix / n, k, s, c_in, c_out),
                                "b": jnp.sum(dz, axis=(1, 2)) / n})
             if not record.needs_input_delta:
