@@ -16,11 +16,16 @@ Layouts (chosen by profiling; figures in docs/performance.md):
   col2im update moves runs of w·N contiguous values instead of short rows.
 - Patch rows are ordered (u, v, c), which is the HWIO kernel reshaped (k·k·C_in, C_out), so neither the
   forward product nor the kernel gradient needs a transpose; the kernel gradient is patches @ dzᵀ.
-- The first 'c' layer, when mean pooling follows it (the toolbox net), orders its output positions by
-  pooling window, (di, dj, I, J, N) for position (s·I + di, s·J + dj): its patch rows are stride-s
-  slices of the (C, H, W, N) images, the pooling is a sum of s·s contiguous blocks whose result is
-  already the next layer's (C, H, W, N), and the activation, expand and σ' are flat loops that
-  XLA:CPU vectorises (`PooledConvRecord`).
+- A 'c' layer followed by pooling that tiles its output (both layers of the toolbox net) goes by
+  polyphase (`phase_patches`, `PhaseConvRecord`): the input's (k+s−1)² phase-shifted stride-s slices
+  times `phase_kernel` (the kernel at each of the s² offsets inside a pooling window) give every
+  window member at once, as (C_out, s·s, h'·w'·N). Pooling, mean or max, is then a reduction over
+  the s·s axis whose result is already the next layer's (C, H, W, N) maps; the activation, expand and
+  σ' are flat loops that XLA:CPU vectorises; the patch matrix has s² times fewer columns than im2col's
+  ((k+s−1)²/k² more rows: the path is taken while that is at most 2), and col2im is ⌈(k+s−1)/s⌉²
+  shifted adds instead of k².
+- The output layer reads the last (C, H, W, N) maps as fv' (C·h·w, N), which is a reshape of them,
+  and its delta lands back on them the same way.
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
