@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "start the same command on every process with its own --process-id")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="CPU devices to spread the members over, each on its own core (default: as many as cores, "
+                        "no more than divide the members evenly; 1 keeps them on one device). Ignored with "
+                        "--coordinator or when XLA_FLAGS sets --xla_force_host_platform_device_count")
 
     p = sub.add_parser("eval", help="test a saved net (net.npz or a toolbox .mat)")
     p.add_argument("net")
@@ -168,11 +173,20 @@ def _report(args) -> int:
 def _sweep(args) -> int:
     from . import sweep
 
-    if args.coordinator:
-        import jax
+    import jax
 
+    if args.coordinator:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")      # collectives between CPU processes
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        if args.cpu_devices is not None and args.cpu_devices < 1:
+            raise ValueError(f"--cpu-devices {args.cpu_devices}: must be at least 1")
+        _, members, _ = sweep.load(args.config, args.set)
+        devices = args.cpu_devices or sweep.cpu_devices_for(len(members), os.cpu_count() or 1)
+        try:
+            jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:
+            pass                 # called in a process whose JAX backend already started: use its devices
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     rows = sweep.train(args.config, out, args.set, overwrite=args.overwrite, batching=args.batching)
     for row in rows:

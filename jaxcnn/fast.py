@@ -16,11 +16,16 @@ Layouts (chosen by profiling; figures in docs/performance.md):
   col2im update moves runs of w·N contiguous values instead of short rows.
 - Patch rows are ordered (u, v, c), which is the HWIO kernel reshaped (k·k·C_in, C_out), so neither the
   forward product nor the kernel gradient needs a transpose; the kernel gradient is patches @ dzᵀ.
-- The first 'c' layer, when mean pooling follows it (the toolbox net), orders its output positions by
-  pooling window, (di, dj, I, J, N) for position (s·I + di, s·J + dj): its patch rows are stride-s
-  slices of the (C, H, W, N) images, the pooling is a sum of s·s contiguous blocks whose result is
-  already the next layer's (C, H, W, N), and the activation, expand and σ' are flat loops that
-  XLA:CPU vectorises (`PooledConvRecord`).
+- A 'c' layer followed by pooling that tiles its output (both layers of the toolbox net) goes by
+  polyphase (`phase_patches`, `PhaseConvRecord`): the input's (k+s−1)² phase-shifted stride-s slices
+  times `phase_kernel` (the kernel at each of the s² offsets inside a pooling window) give every
+  window member at once, as (C_out, s·s, h'·w'·N). Pooling, mean or max, is then a reduction over
+  the s·s axis whose result is already the next layer's (C, H, W, N) maps; the activation, expand and
+  σ' are flat loops that XLA:CPU vectorises; the patch matrix has s² times fewer columns than im2col's
+  ((k+s−1)²/k² more rows: the path is taken while that is at most 2), and col2im is ⌈(k+s−1)/s⌉²
+  shifted adds instead of k².
+- The output layer reads the last (C, H, W, N) maps as fv' (C·h·w, N), which is a reshape of them,
+  and its delta lands back on them the same way.
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
@@ -69,13 +74,17 @@ class ConvRecord(NamedTuple):
     needs_input_delta: bool          # False for the first 'c' layer: nothing before it learns
 
 
-class PooledConvRecord(NamedTuple):
-    """The first 'c' layer with the mean pooling after it, positions grouped by pooling window."""
+class PhaseConvRecord(NamedTuple):
+    """A 'c' layer and the s×s pooling after it, by polyphase (`phase_patches`): positions grouped by window."""
 
     layer: Conv
     pool: Pool
-    patches: jax.Array               # (k·k·C_in, s·s·h'·w'·N): columns ordered (di, dj, I, J, N)
-    a: jax.Array                     # σ(z), (C_out, s·s, h'·w'·N): position (s·I + di, s·J + dj)
+    phases: jax.Array                # (C_in·P·P, h'·w'·N), P = k + s − 1: rows (c, p, q), columns (I, J, N)
+    kernel_matrix: jax.Array         # (C_out·s·s, C_in·P·P): `phase_kernel`
+    a: jax.Array                     # σ(z), (C_out, s·s, h'·w'·N): window member (di, dj) of window (I, J)
+    mask: jax.Array | None           # max pooling: one-hot of each window's first maximum along axis 1; else None
+    needs_input_delta: bool
+    input_shape: tuple[int, ...]     # (C_in, H, W, N)
 
 
 class PoolRecord(NamedTuple):
@@ -85,12 +94,11 @@ class PoolRecord(NamedTuple):
 
 
 class Forward(NamedTuple):
-    fv: jax.Array                    # (N, fvnum), the toolbox's feature vector
+    fv_t: jax.Array                  # (fvnum, N): the toolbox's feature vector, transposed (the maps' own order)
     z: jax.Array                     # (N, classes), the output layer's input ffW·fv + ffb
     o: jax.Array                     # (N, classes), the outputs
     records: tuple                   # one ConvRecord / PoolRecord per layer after the input
-    last_maps_shape: tuple[int, ...]  # shape of the last maps, in `last_layout`
-    last_layout: Layout
+    last_maps_shape: tuple[int, ...]  # shape of the last maps, in CHWN
 
 
 def _dot(a, b):
@@ -178,40 +186,86 @@ def col2im(d_patches, c_in: int, k: int, dz_shape, layout: Layout):
     return out
 
 
-def _pools_by_window(layers, i: int, input_shape) -> bool:
-    """Whether layer `i` is the first 'c' layer, followed by mean pooling that tiles its output maps."""
+def _by_phase(layers, i: int, input_shape) -> bool:
+    """Whether 'c' layer `i` and the pooling after it take the polyphase path: the pooling tiles the
+    conv's output, and the phase kernel's zeros cost at most twice the products ((k+s−1)² ≤ 2k²)."""
     conv, pool = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-    if not (isinstance(conv, Conv) and isinstance(pool, Pool) and pool.pool == "mean"):
+    if not (isinstance(conv, Conv) and isinstance(pool, Pool)):
         return False
-    return all((size - conv.kernelsize + 1) % pool.scale == 0 for size in input_shape)
+    k, s = conv.kernelsize, pool.scale
+    return (k + s - 1) ** 2 <= 2 * k * k and all((size - k + 1) % s == 0 for size in input_shape)
 
 
-def windowed_patches(a, k: int, s: int):
-    """im2col of (C, H, W, N) maps for a 'valid' k×k convolution followed by s×s pooling: rows (u, v, c),
-    columns (di, dj, I, J, N) for the output position (s·I + di, s·J + dj), so every block of rows for
-    one (di, dj, u, v) is a stride-s slice of the maps and the pooling windows' members lie s·s blocks apart."""
+def phase_patches(a, k: int, s: int):
+    """The polyphase im2col of (C, H, W, N) maps for a 'valid' k×k convolution followed by s×s pooling:
+    T[(c, p, q), (I, J, N)] = a[c, p + s·I, q + s·J, N] for p, q < P = k + s − 1. Every output position
+    (s·I + di, s·J + dj) reads its k×k window from rows p = di + u, q = dj + v, so one product with
+    `phase_kernel` gives all s·s members of every pooling window, from (P/k)² as many rows as im2col
+    has but s² times fewer columns."""
     c, height, width, n = a.shape
-    h, w = (height - k + 1) // s, (width - k + 1) // s
-    blocks = [lax.slice(a, (ci, di + u, dj + v, 0), (ci + 1, di + u + s * (h - 1) + 1, dj + v + s * (w - 1) + 1, n),
-                        (1, s, s, 1))
-              for u in range(k) for v in range(k) for ci in range(c) for di in range(s) for dj in range(s)]
-    return jnp.stack(blocks).reshape(k * k * c, -1)
+    h, w, p = (height - k + 1) // s, (width - k + 1) // s, k + s - 1
+    cols = jnp.stack([lax.slice_in_dim(a, q, q + s * (w - 1) + 1, s, axis=2) for q in range(p)], axis=1)
+    rows = jnp.stack([lax.slice_in_dim(cols, r, r + s * (h - 1) + 1, s, axis=2) for r in range(p)], axis=1)
+    return rows.reshape(c * p * p, h * w * n)                                      # (C, P_p, P_q, h, w, N)
 
 
-def _pooled_conv_forward(p, conv: Conv, pool: Pool, x_chwn):
-    """The first 'c' layer and its mean pooling, by window: (C_in, H, W, N) -> pooled (C_out, H', W', N)."""
-    k, s, c_in = conv.kernelsize, pool.scale, x_chwn.shape[0]
-    h, w, n = (x_chwn.shape[1] - k + 1) // s, (x_chwn.shape[2] - k + 1) // s, x_chwn.shape[3]
-    cols = windowed_patches(x_chwn, k, s)                                           # (k·k·C_in, s·s·h·w·N)
-    z = _dot(p["k"].reshape(k * k * c_in, conv.outputmaps).T, cols).reshape(conv.outputmaps, s * s, -1)
-    a = activate(conv.activation, z + p["b"][:, None, None])                         # (C_out, s·s, h·w·N)
-    pooled = a.sum(axis=1) / (s * s)
-    return pooled.reshape(conv.outputmaps, h, w, n), PooledConvRecord(conv, pool, cols, a)
+def phase_kernel(kernel, s: int):
+    """The HWIO kernel as the (C_out·s·s, C_in·P·P) matrix that `phase_patches` multiplies:
+    K'[(o, di, dj), (c, p, q)] = k[p − di, q − dj, c, o] where that is inside the kernel, else 0."""
+    k, _, c_in, c_out = kernel.shape
+    p = k + s - 1
+    shifted = jnp.stack([jnp.pad(kernel, ((di, s - 1 - di), (dj, s - 1 - dj), (0, 0), (0, 0)))
+                         for di in range(s) for dj in range(s)])                  # (s·s, P, P, C_in, C_out)
+    return shifted.transpose(4, 0, 3, 1, 2).reshape(c_out * s * s, c_in * p * p)
 
 
-def feature_vector(a, layout: Layout):
-    """The toolbox's `fv` (N, C·h·w), map by map, each row-major."""
-    return a.transpose(layout.to_nchw).reshape(layout.batch_size(a), -1)
+def kernel_gradient_from_phase(d_kernel_matrix, k: int, s: int, c_in: int, c_out: int):
+    """dL/dk from dL/dK' (`phase_kernel` is linear in k): dk[u, v, c, o] = Σ_(di,dj) dK'[(o, di, dj), (c, u+di, v+dj)]."""
+    p = k + s - 1
+    g = d_kernel_matrix.reshape(c_out, s, s, c_in, p, p)
+    dk = sum(g[:, di, dj, :, di:di + k, dj:dj + k] for di in range(s) for dj in range(s))   # (C_out, C_in, k, k)
+    return dk.transpose(2, 3, 1, 0)
+
+
+def phase_col2im(d_phases, c_in: int, k: int, s: int, input_shape):
+    """The transpose of `phase_patches`: sum (C_in·P·P, h·w·N) deltas back onto the (C_in, H, W, N) maps.
+    With the product K'ᵀ @ dz this is `Σ_j convn(d_j, rot180(k_ij), 'full')`. Rows p = s·pa + pr land on
+    map rows s·(pa + I) + pr, so it is ⌈P/s⌉² shifted adds of whole (pr, qr) blocks."""
+    _, height, width, n = input_shape
+    p = k + s - 1
+    h, w, pa = (height - k + 1) // s, (width - k + 1) // s, -(-p // s)
+    d = d_phases.reshape(c_in, p, p, h, w, n)
+    d = jnp.pad(d, ((0, 0), (0, pa * s - p), (0, pa * s - p), (0, 0), (0, 0), (0, 0)))
+    d = d.reshape(c_in, pa, s, pa, s, h, w, n)
+    out = jnp.zeros((c_in, h + pa - 1, s, w + pa - 1, s, n), d.dtype)               # (c, A, pr, B, qr, N)
+    for ra in range(pa):
+        for qa in range(pa):
+            out = out.at[:, ra:ra + h, :, qa:qa + w].add(d[:, ra, :, qa].transpose(0, 3, 1, 4, 2, 5))
+    return out.reshape(c_in, s * (h + pa - 1), s * (w + pa - 1), n)[:, :height, :width]
+
+
+def _phase_conv_forward(p, conv: Conv, pool: Pool, a_chwn, needs_input_delta: bool):
+    """A 'c' layer and its pooling by polyphase: (C_in, H, W, N) -> pooled (C_out, H', W', N)."""
+    k, s = conv.kernelsize, pool.scale
+    h, w, n = (a_chwn.shape[1] - k + 1) // s, (a_chwn.shape[2] - k + 1) // s, a_chwn.shape[3]
+    phases = phase_patches(a_chwn, k, s)                                            # (C_in·P·P, h·w·N)
+    kernel_matrix = phase_kernel(p["k"], s)                                         # (C_out·s·s, C_in·P·P)
+    z = _dot(kernel_matrix, phases).reshape(conv.outputmaps, s * s, -1)
+    a = activate(conv.activation, z + p["b"][:, None, None])                        # (C_out, s·s, h·w·N)
+    if pool.pool == "max":
+        first = jnp.argmax(a, axis=1)
+        pooled, mask = jnp.take_along_axis(a, first[:, None], axis=1)[:, 0], jax.nn.one_hot(first, s * s, axis=1,
+                                                                                            dtype=a.dtype)
+    else:
+        pooled, mask = a.sum(axis=1) / (s * s), None
+    record = PhaseConvRecord(conv, pool, phases, kernel_matrix, a, mask, needs_input_delta, a_chwn.shape)
+    return pooled.reshape(conv.outputmaps, h, w, n), record
+
+
+def feature_vector_t(a, layout: Layout):
+    """The toolbox's `fv` (N, C·h·w), map by map, each row-major, transposed: (C·h·w, N), which for
+    (C, H, W, N) maps is the maps themselves, so neither the output layer nor its delta moves them."""
+    return to_layout(a, layout, CHWN).reshape(-1, layout.batch_size(a))
 
 
 def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward:
@@ -219,15 +273,16 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
     a, layout = x.transpose(3, 0, 1, 2), CNHW                     # (C, N, H, W)
     records, convs_seen = [], 0
     conv = iter(params["conv"])
-    pooled_already = False                                        # the pool that `_pooled_conv_forward` did
+    pooled_already = False                                        # the pool that `_phase_conv_forward` did
     for i, layer in enumerate(layers[1:], start=1):
         if pooled_already:
             pooled_already = False
-        elif convs_seen == 0 and _pools_by_window(layers, i, x.shape[1:3]):
-            a, record = _pooled_conv_forward(next(conv), layer, layers[i + 1], to_layout(a, layout, CHWN))
+        elif _by_phase(layers, i, tuple(a.shape[axis] for axis in layout.spatial)):
+            a, record = _phase_conv_forward(next(conv), layer, layers[i + 1], to_layout(a, layout, CHWN),
+                                            convs_seen > 0)
             layout = CHWN                                                       # a: (C_out, H/s, W/s, N)
             records.append(record)
-            convs_seen, pooled_already = 1, True
+            convs_seen, pooled_already = convs_seen + 1, True
         elif isinstance(layer, Conv):
             if convs_seen:
                 a, layout = to_layout(a, layout, CHWN), CHWN     # (C, H, W, N)
@@ -245,10 +300,10 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
         else:
             a = mean_pool(a, layer.scale, layout)                               # (C, ..., H/s, W/s, ...)
             records.append(PoolRecord(layer, layout, None))
-    fv = feature_vector(a, layout)                                              # (N, fvnum)
-    z = _dot(fv, params["ffW"].T) + params["ffb"]                               # (N, classes)
+    fv_t = feature_vector_t(a, layout)                                          # (fvnum, N)
+    z = _dot(params["ffW"], fv_t).T + params["ffb"]                             # (N, classes)
     o, _ = output_and_loss(output, z, jnp.zeros_like(z))
-    return Forward(fv, z, o, tuple(records), a.shape, layout)
+    return Forward(fv_t, z, o, tuple(records), to_layout(a, layout, CHWN).shape)
 
 
 def forward(params: dict, layers, x, output: str = "sigmoid"):
@@ -264,26 +319,31 @@ def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
     fwd = forward_records(params, layers, x, output)
     _, loss = output_and_loss(output, fwd.z, targets)
     od = output_delta(output, fwd.o, targets)                      # output delta (N, classes)
-    grads = {"ffW": _dot(od.T, fwd.fv) / n, "ffb": jnp.sum(od, axis=0) / n}
-    layout = fwd.last_layout
-    d = _dot(od, params["ffW"])                                    # fvd (N, fvnum)
-    nchw = tuple(fwd.last_maps_shape[axis] for axis in layout.to_nchw)
-    d = d.reshape(nchw).transpose(layout.from_nchw())              # back to the last maps, in their layout
+    grads = {"ffW": lax.dot_general(od, fwd.fv_t, (((0,), (1,)), ((), ())), precision=HIGHEST) / n,
+             "ffb": jnp.sum(od, axis=0) / n}
+    d_fv_t = lax.dot_general(params["ffW"], od, (((0,), (1,)), ((), ())), precision=HIGHEST)   # fvd', (fvnum, N)
+    d, layout = d_fv_t.reshape(fwd.last_maps_shape), CHWN          # back onto the last maps
     conv_grads = []
     for record in reversed(fwd.records):
-        if isinstance(record, PooledConvRecord):
-            d = to_layout(d, layout, CHWN)                         # (C_out, H', W', N)
-            layer, s = record.layer, record.pool.scale
-            c_out = layer.outputmaps
-            dz = (d.reshape(c_out, 1, -1) / (s * s)) * activation_derivative(layer.activation, record.a)
-            k = layer.kernelsize
-            c_in = record.patches.shape[0] // (k * k)
+        if isinstance(record, PhaseConvRecord):
+            d, layout = to_layout(d, layout, CHWN), CHWN           # (C_out, H', W', N)
+            layer, s, k = record.layer, record.pool.scale, record.layer.kernelsize
+            c_out, c_in = layer.outputmaps, record.input_shape[0]
+            d = d.reshape(c_out, 1, -1)
+            d = d * record.mask if record.mask is not None else d / (s * s)   # expand(d) .* mask, or expand(d)/s²
+            dz = d * activation_derivative(layer.activation, record.a)        # (C_out, s·s, h'·w'·N)
             # Contracting (window member, position) rather than flattening dz: with the flat shape as
-            # its root XLA:CPU would compute δ by per-element index division, twice (docs/performance.md).
-            cols = record.patches.reshape(k * k * c_in, s * s, -1)
-            dk = lax.dot_general(cols, dz, (((1, 2), (1, 2)), ((), ())), precision=HIGHEST)
-            conv_grads.append({"k": (dk / n).reshape(k, k, c_in, c_out), "b": jnp.sum(dz, axis=(1, 2)) / n})
-            break                                                  # the first 'c' layer: nothing before it learns
+            # its root XLA:CPU would compute δ by per-element index division (docs/performance.md).
+            d_kernel_matrix = lax.dot_general(record.phases, dz, (((1,), (2,)), ((), ())), precision=HIGHEST)
+            d_kernel_matrix = d_kernel_matrix.transpose(1, 2, 0)
+            conv_grads.append({"k": kernel_gradient_from_phase(d_kernel_matrix / n, k, s, c_in, c_out),
+                               "b": jnp.sum(dz, axis=(1, 2)) / n})
+            if not record.needs_input_delta:
+                break                                              # the first 'c' layer: nothing before it learns
+            kernel_matrix = record.kernel_matrix.reshape(c_out, s * s, -1)
+            d_phases = lax.dot_general(kernel_matrix, dz, (((0, 1), (0, 1)), ((), ())), precision=HIGHEST)
+            d = phase_col2im(d_phases, c_in, k, s, record.input_shape)       # (C_in, H, W, N)
+            continue
         d, layout = to_layout(d, layout, record.layout), record.layout
         if isinstance(record, PoolRecord):
             s = record.layer.scale

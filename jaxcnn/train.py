@@ -164,14 +164,14 @@ class Evaluation:
         return int(self.bad.size)
 
 
-EVAL_CHUNK = 100
+EVAL_CHUNK = 500
 
 
-@functools.partial(jax.jit, compiler_options=fast.XLA_CPU_OPTIONS)
-def _predicted_labels(net, x):
-    """Predicted classes, in chunks of EVAL_CHUNK inside one program (patches stay in cache; see
+@functools.partial(jax.jit, static_argnums=2, compiler_options=fast.XLA_CPU_OPTIONS)
+def _predicted_labels(net, x, chunk: int):
+    """Predicted classes, in chunks of `chunk` images inside one program (patches stay in cache; see
     docs/performance.md). `x` is padded to a whole number of chunks."""
-    chunks = x.reshape(-1, EVAL_CHUNK, *x.shape[1:])
+    chunks = x.reshape(-1, chunk, *x.shape[1:])
     labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b, net.output), axis=1), chunks)
     return labels.reshape(-1)
 
@@ -188,10 +188,11 @@ def evaluate(net: Net, images, labels) -> Evaluation:
         raise ValueError(f"{labels.shape[0]} labels for {n} images")
     if labels.size and not (np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min() and labels.max() < net.n_classes):
         raise ValueError(f"labels must be class indices 0..{net.n_classes - 1}, found {labels.min()}..{labels.max()}")
-    padding = -n % EVAL_CHUNK
+    chunk = min(EVAL_CHUNK, max(n, 1))                            # a small set is one chunk, not padded to 500
+    padding = -n % chunk
     if padding:
         x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])
-    predictions = np.asarray(_predicted_labels(net, x))[:n]
+    predictions = np.asarray(_predicted_labels(net, x, chunk))[:n]
     bad = np.flatnonzero(predictions != labels)
     confusion = np.zeros((net.n_classes, net.n_classes), dtype=np.int64)
     np.add.at(confusion, (labels.astype(np.int64), predictions), 1)

@@ -1,17 +1,22 @@
 """jaxcnn/fast.py at a git revision ("old") against the working tree's ("new"), interleaved in one process.
 
-    .venv/bin/python scripts/interleave_step.py REVISION ROUNDS [--split | --eval]
+    .venv/bin/python scripts/interleave_step.py REVISION ROUNDS [--split | --eval] [--modern] [--float64]
 
 Compiles a 200-step `lax.scan` of each (the toolbox net, batch 50, float32, jaxcnn's compiler options) and
 times them in turn, old new new old old new ..., printing ms per step per round, the per-round ratio old/new
 and the load average. `--eval` times the forward pass of evaluation instead (100 chunks of 100 images,
 ms per chunk). `--split` adds the batch as two independent halves of 25 (two chains for two cores).
+`--modern` times configs/fashion_mnist_modern.toml's net (ReLU, max pooling, softmax) instead of the toolbox
+net; `--float64` runs in float64.
 On a shared host only these side-by-side ratios mean anything (docs/performance.md).
 """
 import importlib.util, subprocess, sys, tempfile, time, statistics
 from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np
+if "--float64" in sys.argv:
+    jax.config.update("jax_enable_x64", True)
 from jaxcnn import EXAMPLE_LAYERS, fast, init_net
+from jaxcnn.layers import Conv, Input, Pool
 
 source = subprocess.run(["git", "show", f"{sys.argv[1]}:jaxcnn/fast.py"], capture_output=True, text=True, check=True).stdout
 old_file = Path(tempfile.mkdtemp()) / "fast_old.py"
@@ -23,18 +28,23 @@ spec.loader.exec_module(fast_old)
 evaluation = "--eval" in sys.argv
 UNIT = "chunk of 100" if evaluation else "step"
 steps_n, batch, rounds = (100, 100, int(sys.argv[2])) if evaluation else (200, 50, int(sys.argv[2]))
-net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float32)
+MODERN = (Input(), Conv(6, 5, "relu"), Pool(2, "max"), Conv(12, 5, "relu"), Pool(2, "max"))
+dtype = jnp.float64 if "--float64" in sys.argv else jnp.float32
+if "--modern" in sys.argv:
+    net = init_net(jax.random.key(0), MODERN, (28, 28), 10, dtype, output="softmax")
+else:
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
 rng = np.random.default_rng(0)
-xs = jnp.asarray(rng.random((steps_n, batch, 28, 28, 1)), jnp.float32)
-ys = jnp.asarray(np.eye(10)[rng.integers(0, 10, (steps_n, batch))], jnp.float32)
+xs = jnp.asarray(rng.random((steps_n, batch, 28, 28, 1)), dtype)
+ys = jnp.asarray(np.eye(10)[rng.integers(0, 10, (steps_n, batch))], dtype)
 
 def make(mod):
     def steps(params, xs, ys):
         if evaluation:
-            return jax.lax.map(lambda x: jnp.argmax(mod.forward(params, net.layers, x), axis=1), xs)
+            return jax.lax.map(lambda x: jnp.argmax(mod.forward(params, net.layers, x, net.output), axis=1), xs)
 
         def step(p, xy):
-            loss, grads = mod.loss_and_grad(p, net.layers, *xy)
+            loss, grads = mod.loss_and_grad(p, net.layers, *xy, net.output)
             return jax.tree.map(lambda w, g: w - g, p, grads), loss
         return jax.lax.scan(step, params, (xs, ys))
     c = jax.jit(steps, compiler_options=fast.XLA_CPU_OPTIONS).lower(net.params, xs, ys).compile()
@@ -43,8 +53,8 @@ def make(mod):
 class Split:
     """The batch as two independent halves of 25 (two chains for two cores), gradients averaged."""
     @staticmethod
-    def loss_and_grad(p, layers, x, y):
-        (l1, g1), (l2, g2) = (fast.loss_and_grad(p, layers, x[i:i + 25], y[i:i + 25]) for i in (0, 25))
+    def loss_and_grad(p, layers, x, y, output="sigmoid"):
+        (l1, g1), (l2, g2) = (fast.loss_and_grad(p, layers, x[i:i + 25], y[i:i + 25], output) for i in (0, 25))
         return (l1 + l2) / 2, jax.tree.map(lambda a, b: (a + b) / 2, g1, g2)
 old, new = make(fast_old), make(fast)
 split = make(Split) if "--split" in sys.argv and not evaluation else None

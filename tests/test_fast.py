@@ -102,3 +102,41 @@ def test_patches_order_matches_the_kernel_layout(sp, to_layout):
     z = (k.reshape(-1, 3).T @ fast.patches(maps, 2, sp)).reshape(fast._conv_out_shape(maps, 2, 3, sp))
     back_to_nhwc = np.argsort(to_layout)
     np.testing.assert_array_equal(z.transpose(back_to_nhwc), model.conv_valid(a, k))
+
+
+@pytest.mark.parametrize("k, s, hw", [(5, 2, (28, 28)), (3, 3, (9, 12)), (2, 2, (7, 5))])
+def test_phase_product_is_the_convolution_grouped_by_window(k, s, hw):
+    """`phase_kernel` @ `phase_patches` gives conv_valid's output, member (di, dj) of window (I, J) at row
+    (o, di, dj), column (I, J, n); its transposes (`phase_col2im`, `kernel_gradient_from_phase`) are the adjoints."""
+    rng = np.random.default_rng(k * 10 + s)
+    n, c_in, c_out = 3, 2, 4
+    x = jnp.asarray(rng.standard_normal((n, *hw, c_in)))                           # NHWC
+    kern = jnp.asarray(rng.standard_normal((k, k, c_in, c_out)))                   # HWIO
+    maps = x.transpose(3, 1, 2, 0)                                                 # (C, H, W, N)
+    z = (fast.phase_kernel(kern, s) @ fast.phase_patches(maps, k, s))
+    h, w = (hw[0] - k + 1) // s, (hw[1] - k + 1) // s
+    want = model.conv_valid(x, kern)[:, :h * s, :w * s]                            # (N, H', W', C_out)
+    want = want.reshape(n, h, s, w, s, c_out).transpose(5, 2, 4, 1, 3, 0).reshape(c_out * s * s, -1)
+    np.testing.assert_allclose(z, want, rtol=1e-12, atol=1e-12)
+
+    d_phases = jnp.asarray(rng.standard_normal(fast.phase_patches(maps, k, s).shape))
+    cropped = maps[:, :(h - 1) * s + k + s - 1, :(w - 1) * s + k + s - 1]
+    lhs = jnp.vdot(fast.phase_patches(cropped, k, s), d_phases)
+    rhs = jnp.vdot(cropped, fast.phase_col2im(d_phases, c_in, k, s, cropped.shape))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+    d_matrix = jnp.asarray(rng.standard_normal(fast.phase_kernel(kern, s).shape))
+    np.testing.assert_allclose(jnp.vdot(fast.phase_kernel(kern, s), d_matrix),
+                               jnp.vdot(kern, fast.kernel_gradient_from_phase(d_matrix, k, s, c_in, c_out)), rtol=1e-12)
+
+
+def test_which_layers_go_by_phase():
+    """Both layers of the toolbox net go by polyphase; a conv whose pooling does not tile its output, or whose
+    phase kernel would be more than twice the products, keeps im2col."""
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10)
+    x = jnp.zeros((2, 28, 28, 1), net.dtype)
+    kinds = [type(r).__name__ for r in fast.forward_records(net.params, net.layers, x).records]
+    assert kinds == ["PhaseConvRecord", "PhaseConvRecord"]
+    assert fast._by_phase((Input(), Conv(2, 5), Pool(2)), 1, (28, 28))
+    assert not fast._by_phase((Input(), Conv(2, 5), Pool(2)), 1, (27, 28))       # 23 rows: windows do not tile
+    assert not fast._by_phase((Input(), Conv(2, 3), Pool(3, "max")), 1, (17, 20))   # (3+3-1)² = 25 > 2·9
+    assert not fast._by_phase((Input(), Conv(2, 3), Conv(2, 3)), 1, (9, 9))

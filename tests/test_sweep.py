@@ -208,3 +208,30 @@ def test_groups_and_refusals(tmp_path):
     (tmp_path / "k.toml").write_text("[sweep.train]\nalpah = [1.0]\n")
     with pytest.raises(config.ConfigError, match="unknown config key: train.alpah"):
         sweep.load(tmp_path / "k.toml")
+
+
+def test_cpu_devices_spread_members_evenly_over_the_cores():
+    assert sweep.cpu_devices_for(8, 2) == 2
+    assert sweep.cpu_devices_for(8, 16) == 8           # no device without a member
+    assert sweep.cpu_devices_for(6, 4) == 3            # none padded: 4 devices would train 2 copies for nothing
+    assert sweep.cpu_devices_for(7, 2) == 1
+    assert sweep.cpu_devices_for(1, 2) == 1
+    assert sweep.cpu_devices_for(3, 1) == 1
+
+
+@pytest.mark.slow
+def test_the_sweep_command_spreads_members_over_cpu_devices(swept):
+    """Run as a command, the sweep puts its members on separate CPU devices (`--cpu-devices`; by default as
+    many as cores divide them evenly) and trains each exactly as one device does; 0 devices is refused."""
+    folder, _ = swept
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    run_ = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "jaxcnn", "sweep", str(folder / "s.toml"), *extra], cwd=REPO, timeout=600,
+        env={**env, "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1"}, capture_output=True, text=True)
+    done = run_("--out", str(folder / "three_devices"), "--cpu-devices", "3")
+    assert done.returncode == 0, done.stderr
+    assert "6 nets in 1 compiled group(s) on 3 device(s)" in done.stdout
+    _same(_nets(folder / "three_devices"), _nets(folder / "out"))
+    refused = run_("--out", str(folder / "none"), "--cpu-devices", "0")
+    assert refused.returncode == 2 and refused.stderr.strip() == "jaxcnn: error: --cpu-devices 0: must be at least 1"
+    assert not (folder / "none").exists()
