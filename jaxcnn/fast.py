@@ -252,10 +252,10 @@ def _phase_conv_forward(p, conv: Conv, pool: Pool, a_chwn, needs_input_delta: bo
     kernel_matrix = phase_kernel(p["k"], s)                                         # (C_out·s·s, C_in·P·P)
     z = _dot(kernel_matrix, phases).reshape(conv.outputmaps, s * s, -1)
     a = activate(conv.activation, z + p["b"][:, None, None])                        # (C_out, s·s, h·w·N)
-    if pool.pool == "max":
+    if pool.pool == "max":                                                          # each window's first maximum
         first = jnp.argmax(a, axis=1)
-        pooled, mask = jnp.take_along_axis(a, first[:, None], axis=1)[:, 0], jax.nn.one_hot(first, s * s, axis=1,
-                                                                                            dtype=a.dtype)
+        pooled = jnp.take_along_axis(a, first[:, None], axis=1)[:, 0]
+        mask = jax.nn.one_hot(first, s * s, axis=1, dtype=a.dtype)
     else:
         pooled, mask = a.sum(axis=1) / (s * s), None
     record = PhaseConvRecord(conv, pool, phases, kernel_matrix, a, mask, needs_input_delta, a_chwn.shape)
@@ -332,10 +332,11 @@ def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
             d = d.reshape(c_out, 1, -1)
             d = d * record.mask if record.mask is not None else d / (s * s)   # expand(d) .* mask, or expand(d)/s²
             dz = d * activation_derivative(layer.activation, record.a)        # (C_out, s·s, h'·w'·N)
-            # Contracting (window member, position) rather than flattening dz: with the flat shape as
-            # its root XLA:CPU would compute δ by per-element index division (docs/performance.md).
+            # dz stays (C_out, s·s, positions) and the products contract its axes where they are: with a
+            # flattened dz as its root, XLA:CPU computed δ by per-element index division (docs/performance.md).
+            # phases @ dzᵀ, not dz @ phasesᵀ: 1.05× per step.
             d_kernel_matrix = lax.dot_general(record.phases, dz, (((1,), (2,)), ((), ())), precision=HIGHEST)
-            d_kernel_matrix = d_kernel_matrix.transpose(1, 2, 0)
+            d_kernel_matrix = d_kernel_matrix.transpose(1, 2, 0)                 # (C_out, s·s, C_in·P·P)
             conv_grads.append({"k": kernel_gradient_from_phase(d_kernel_matrix / n, k, s, c_in, c_out),
                                "b": jnp.sum(dz, axis=(1, 2)) / n})
             if not record.needs_input_delta:
