@@ -302,7 +302,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
     }
 
 
-DESCRIPTIONS = {"jaxcnn": "im2col + delta rule, jaxcnn's compiler options",
+DESCRIPTIONS = {"jaxcnn": "polyphase / im2col + delta rule, jaxcnn's compiler options",
                 "baseline": "autodiff through NCHW lax.conv, per-step gather, default XLA options",
                 "torch": "PyTorch eager, nn.Conv2d/AvgPool2d/Linear, torch.optim.SGD",
                 "torch-compile": "the torch peer's training step through torch.compile (Inductor, C++)"}
