@@ -188,7 +188,8 @@ def evaluate(net: Net, images, labels) -> Evaluation:
         raise ValueError(f"{labels.shape[0]} labels for {n} images")
     if labels.size and not (np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min() and labels.max() < net.n_classes):
         raise ValueError(f"labels must be class indices 0..{net.n_classes - 1}, found {labels.min()}..{labels.max()}")
-    chunk = min(EVAL_CHUNK, max(n, 1))                            # a small set is one chunk, not padded to 500
+    # A set smaller than a chunk is one chunk, its size rounded up to 100 so that sizes 1..100 share a program.
+    chunk = min(EVAL_CHUNK, -(-max(n, 1) // 100) * 100)
     padding = -n % chunk
     if padding:
         x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])
