@@ -3,8 +3,8 @@
 The host's speed drifts (by up to 2x within minutes on a shared VM), so absolute seconds mean little and
 only ratios taken side by side do. Each contender is compiled first (timed), then the contenders take
 turns, epoch by epoch, on the same permutation: one warm-up round, then `rounds` timed rounds
-(A B C A B C ...). The record holds every epoch's seconds, the median per contender and the ratios of
-the medians to jaxcnn's, plus images/s, the time to evaluate the test set, peak memory (the process's
+(A B C A B C ...). The record holds every epoch's seconds, the median per contender, the ratios of
+the medians to jaxcnn's and the ratios round by round (each epoch over jaxcnn's of the same round), plus images/s, the time to evaluate the test set, peak memory (the process's
 maximum resident set), dtype, device, processor and its vector extensions, versions, XLA flags and the
 compiler options jaxcnn sets.
 
@@ -138,6 +138,19 @@ def interleave(epochs: dict[str, Callable], batches_of: Callable[[int], np.ndarr
 def ratios(medians: dict[str, float], reference: str = REFERENCE) -> dict[str, float]:
     """{"other/reference": median(other) / median(reference)} for every other contender."""
     return {f"{name}/{reference}": m / medians[reference] for name, m in medians.items() if name != reference}
+
+
+def round_ratios(seconds: dict[str, list[float]], reference: str = REFERENCE) -> dict[str, dict]:
+    """{"other/reference": {"per_round": [...], "median", "min", "max"}}: each other contender's epoch over the
+    reference's epoch of the same round. The two ran minutes apart at most, so the host's drift between rounds,
+    which the ratio of the medians mixes in, cancels round by round."""
+    out = {}
+    for name, times in seconds.items():
+        if name != reference:
+            per_round = [t / r for t, r in zip(times, seconds[reference], strict=True)]
+            out[f"{name}/{reference}"] = {"per_round": per_round, "median": statistics.median(per_round),
+                                          "min": min(per_round), "max": max(per_round)}
+    return out
 
 
 def _load(cfg):
@@ -290,7 +303,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "n_test": int(x_test.shape[0]), "batchsize": batchsize, "steps_per_epoch": steps,
         "dtype": np.dtype(dtype).name, "rounds": rounds, "contenders": contenders,
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
-        "seconds_per_epoch": medians, "ratios": ratios(medians),
+        "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
         "eval_seconds": eval_median, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -327,7 +340,9 @@ def format_table(r: dict) -> str:
         rows.append((name, f"{r['seconds_per_epoch'][name]:.2f} s/epoch (median of {epochs}; warm-up "
                            f"{r['warmup_seconds'][name]:.2f}); {r['images_per_second'][name]:,.0f} images/s; "
                            f"{compiled}  [{DESCRIPTIONS[name]}]"))
-    rows += [(ratio, f"{value:.2f}  (ratio of the medians)") for ratio, value in r["ratios"].items()]
+    rows += [(ratio, f"{value:.2f}  (ratio of the medians); per round {rr['min']:.2f} – {rr['max']:.2f}, "
+                     f"median {rr['median']:.2f}")
+             for (ratio, value), rr in zip(r["ratios"].items(), r["round_ratios"].values(), strict=True)]
     f = r["floor"]
     blas = f["blas"]["libraries"]
     kernel = ", ".join(f"{lib['internal_api']} {lib['version']} {lib['architecture']} ({lib['num_threads']} threads)"

@@ -66,6 +66,19 @@ def test_ratios_are_medians_over_jaxcnn():
     assert bench.ratios({"jaxcnn": 2.0}) == {}
 
 
+def test_round_ratios_pair_each_epoch_with_jaxcnn_s_of_the_same_round():
+    """A host that slows down between rounds moves both epochs of a round: the per-round ratio stays put
+    where the ratio of the medians does not."""
+    seconds = {"jaxcnn": [1.0, 2.0, 4.0], "torch": [2.5, 5.0, 10.0], "baseline": [3.0, 4.0, 20.0]}
+    rr = bench.round_ratios(seconds)
+    assert rr["torch/jaxcnn"] == {"per_round": [2.5, 2.5, 2.5], "median": 2.5, "min": 2.5, "max": 2.5}
+    assert rr["baseline/jaxcnn"] == {"per_round": [3.0, 2.0, 5.0], "median": 3.0, "min": 2.0, "max": 5.0}
+    assert bench.ratios({"jaxcnn": 2.0, "baseline": 4.0}) == {"baseline/jaxcnn": 2.0}     # median 4 over median 2
+    assert bench.round_ratios({"jaxcnn": [1.0]}) == {}
+    with pytest.raises(ValueError):
+        bench.round_ratios({"jaxcnn": [1.0, 2.0], "torch": [1.0]})
+
+
 TORCH_COMPILE_IMPORT = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 
@@ -163,6 +176,8 @@ def test_bench_json_record(tmp_path):
         assert r["seconds_per_epoch"][name] == statistics.median(r["epoch_seconds"][name])
         assert r["images_per_second"][name] == pytest.approx(200 / r["seconds_per_epoch"][name], rel=1e-12)
     assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
+    assert r["round_ratios"]["baseline/jaxcnn"]["per_round"] == [
+        b / j for b, j in zip(r["epoch_seconds"]["baseline"], r["epoch_seconds"]["jaxcnn"])]
     assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
     f = r["floor"]                                                  # 200 images of 1,048,320 FLOPs; 100 of 407,040
@@ -186,3 +201,6 @@ def test_bench_json_record_with_the_torch_peer_and_no_baseline(tmp_path):
     medians = {name: statistics.median(s) for name, s in r["epoch_seconds"].items()}
     assert r["seconds_per_epoch"] == medians
     assert r["ratios"] == {"torch/jaxcnn": medians["torch"] / medians["jaxcnn"]}
+    per_round = [t / j for t, j in zip(r["epoch_seconds"]["torch"], r["epoch_seconds"]["jaxcnn"])]
+    assert r["round_ratios"]["torch/jaxcnn"] == {"per_round": per_round, "median": statistics.median(per_round),
+                                                 "min": min(per_round), "max": max(per_round)}
