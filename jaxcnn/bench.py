@@ -15,7 +15,8 @@ from the layer stack) against that rate: `floor_seconds` = FLOPs / median sgemm 
 Which BLAS kernel numpy ran is recorded (threadpoolctl, where installed), with the OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE variables that some hosts set to force an older kernel: a forced kernel lowers the floor.
 
-Contenders: `jaxcnn` (the fast epoch); `baseline`, the straightforward program (autodiff through
+Contenders: `jaxcnn` (the fast epoch, each batch split over the CPU devices that `jaxcnn bench` makes, one
+per core, where it divides: `jaxcnn.parallel`); `baseline`, the straightforward program (autodiff through
 `lax.conv_general_dilated` in NCHW inside the same `lax.scan` epoch, each step gathering its batch,
 XLA's default options); and the peers from `jaxcnn.peers` that are asked for (`torch`: PyTorch eager,
 `torch-compile`: its training step through `torch.compile`).
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, fast, model, peers
+from . import config as config_mod, data as data_mod, fast, model, parallel, peers
 from .layers import Conv, Pool, describe, layer_shapes, options
 from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
@@ -257,8 +258,10 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
     net, optimizer, opt_state, order_key = initial_state(cfg, x.shape[1:], dataset.n_classes, steps, dtype)
 
     compile_seconds, epochs = {}, {}
+    mesh = parallel.batch_mesh(batchsize)
     compile_seconds["jaxcnn"], epochs["jaxcnn"] = jax_contender(
-        make_epoch_fn(optimizer, donate=False), net, opt_state, x, y, steps, batchsize)
+        make_epoch_fn(optimizer, donate=False, mesh=mesh), net, opt_state, *parallel.replicated((x, y), mesh),
+        steps, batchsize)
     if baseline:
         compile_seconds["baseline"], epochs["baseline"] = jax_contender(
             make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, compiler_options=None),
@@ -302,6 +305,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "net": describe(net.layers), "dataset": dataset.name, "data_source": source, "n_train": n,
         "n_test": int(x_test.shape[0]), "batchsize": batchsize, "steps_per_epoch": steps,
         "dtype": np.dtype(dtype).name, "rounds": rounds, "contenders": contenders,
+        "batch_devices": parallel.mesh_size(mesh),
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
@@ -315,7 +319,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
     }
 
 
-DESCRIPTIONS = {"jaxcnn": "polyphase / im2col + delta rule, jaxcnn's compiler options",
+DESCRIPTIONS = {"jaxcnn": "polyphase / im2col + delta rule, batch split over the cores, jaxcnn's compiler options",
                 "baseline": "autodiff through NCHW lax.conv, per-step gather, default XLA options",
                 "torch": "PyTorch eager, nn.Conv2d/AvgPool2d/Linear, torch.optim.SGD",
                 "torch-compile": "the torch peer's training step through torch.compile (Inductor, C++)"}
@@ -329,7 +333,9 @@ def format_table(r: dict) -> str:
             ("device", f"{r['platform']} {r['device']}, {r['cpu_count']} cores, {r['processor']}"),
             ("versions", f"{versions}, XLA_FLAGS={r['xla_flags'] or '(none)'}"),
             ("compiler options", ", ".join(f"{k}={v!r}" for k, v in r["compiler_options"].items()) or "(none)"),
-            ("rounds", f"{r['rounds']} timed after 1 warm-up; each round runs " + " ".join(r["contenders"]))]
+            ("rounds", f"{r['rounds']} timed after 1 warm-up; each round runs " + " ".join(r["contenders"])),
+            ("jaxcnn's batches", f"split over {r['batch_devices']} CPU devices (jaxcnn.parallel)"
+             if r["batch_devices"] > 1 else "on one device")]
     vectors = " ".join(r["cpu"]["vector_extensions"]) or "(none listed)"
     rows.insert(2, ("vector extensions", vectors))
     for name in r["contenders"]:

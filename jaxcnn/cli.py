@@ -170,6 +170,26 @@ def _report(args) -> int:
     return 0
 
 
+def _cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _set_cpu_devices(devices: int) -> None:
+    """Make `devices` CPU devices, before JAX starts; left alone where XLA_FLAGS already sets a count, or
+    in a process whose JAX backend already started (`main` called from Python), which keeps its devices."""
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:
+        pass
+
+
 def _sweep(args) -> int:
     from . import sweep
 
@@ -178,15 +198,11 @@ def _sweep(args) -> int:
     if args.coordinator:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")      # collectives between CPU processes
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    elif "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    else:
         if args.cpu_devices is not None and args.cpu_devices < 1:
             raise ValueError(f"--cpu-devices {args.cpu_devices}: must be at least 1")
         _, members, _ = sweep.load(args.config, args.set)
-        devices = args.cpu_devices or sweep.cpu_devices_for(len(members), os.cpu_count() or 1)
-        try:
-            jax.config.update("jax_num_cpu_devices", devices)
-        except RuntimeError:
-            pass                 # called in a process whose JAX backend already started: use its devices
+        _set_cpu_devices(args.cpu_devices or sweep.cpu_devices_for(len(members), _cpu_cores()))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     rows = sweep.train(args.config, out, args.set, overwrite=args.overwrite, batching=args.batching)
     for row in rows:
@@ -295,6 +311,8 @@ def main(argv=None) -> int:
     from .checkpoint import CheckpointError
     from .run import TrainingDiverged
 
+    if args.command in ("train", "bench", "eval"):
+        _set_cpu_devices(_cpu_cores())      # one CPU device per core: each batch is split over them (jaxcnn.parallel)
     try:
         return COMMANDS[args.command](args)
     except TrainingDiverged as err:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, plots, records
+from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, parallel, plots, records
 from .checkpoint import TrainState
 from .fileio import atomic_write_text
 from .layers import describe
@@ -184,13 +184,16 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         bar.n = offset[0] + int(t)
         bar.refresh()
 
-    epoch_fn = make_epoch_fn(optimizer, progress=show if progress else None)
+    mesh = parallel.batch_mesh(batchsize)
+    x, y = parallel.replicated((x, y), mesh)
+    epoch_fn = make_epoch_fn(optimizer, progress=show if progress else None, mesh=mesh)
     compiled, compile_seconds = {}, 0.0
     chunk = cfg.checkpoint.every_steps or steps
     seconds, result = [], None
     log(f"{describe(net.layers)} net ({count_params(net):,} parameters), {dataset.name}: {n} training / "
         f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
-        f"{jax.devices()[0].platform}")
+        f"{jax.devices()[0].platform}"
+        + (f", each batch split over {parallel.mesh_size(mesh)} devices" if mesh is not None else ""))
 
     while state.epoch < cfg.train.numepochs:
         epoch = state.epoch
@@ -255,7 +258,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         "net": describe(net.layers), "n_params": count_params(net), "dataset": dataset.name,
         "data_source": dataset.source, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-        "python": platform.python_version(),
+        "batch_devices": parallel.mesh_size(mesh), "python": platform.python_version(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import fast
+from . import fast, parallel
 from .net import Net, as_nhwc, as_targets
 from .optimizers import init_state, spec_for
 
@@ -95,11 +95,19 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
 
 def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = True, progress=None,
                   grad_fn=delta_rule_grad, gather_per_step: bool = False,
-                  compiler_options=fast.XLA_CPU_OPTIONS):
-    """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default."""
+                  compiler_options=fast.XLA_CPU_OPTIONS, mesh=None):
+    """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default.
+
+    With a `mesh` (`parallel.batch_mesh`) each batch is split over its devices and the gradients are
+    averaged across them every step (`jaxcnn.parallel`); pass the training set through
+    `parallel.replicated` once, so that no call copies it."""
+    if mesh is not None:
+        grad_fn = parallel.averaged_over_devices(grad_fn)
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
         net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress,
         grad_fn=grad_fn, gather_per_step=gather_per_step)
+    if mesh is not None:
+        fn = parallel.split_batches(fn, mesh)
     return jax.jit(fn, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
 
 
@@ -167,13 +175,18 @@ class Evaluation:
 EVAL_CHUNK = 500
 
 
-@functools.partial(jax.jit, static_argnums=2, compiler_options=fast.XLA_CPU_OPTIONS)
-def _predicted_labels(net, x, chunk: int):
+def _labels_of_chunks(net, chunks):
+    return jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b, net.output), axis=1), chunks)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3), compiler_options=fast.XLA_CPU_OPTIONS)
+def _predicted_labels(net, x, chunk: int, mesh):
     """Predicted classes, in chunks of `chunk` images inside one program (patches stay in cache; see
-    docs/performance.md). `x` is padded to a whole number of chunks."""
+    docs/performance.md), the chunks shared out over `mesh`'s devices where there is one. `x` is padded
+    to a whole number of chunks for every device."""
     chunks = x.reshape(-1, chunk, *x.shape[1:])
-    labels = jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b, net.output), axis=1), chunks)
-    return labels.reshape(-1)
+    labels_of = _labels_of_chunks if mesh is None else parallel.split_leading(_labels_of_chunks, mesh)
+    return labels_of(net, chunks).reshape(-1)
 
 
 def evaluate(net: Net, images, labels) -> Evaluation:
@@ -190,10 +203,11 @@ def evaluate(net: Net, images, labels) -> Evaluation:
         raise ValueError(f"labels must be class indices 0..{net.n_classes - 1}, found {labels.min()}..{labels.max()}")
     # A set smaller than a chunk is one chunk, its size rounded up to 100 so that sizes 1..100 share a program.
     chunk = min(EVAL_CHUNK, -(-max(n, 1) // 100) * 100)
-    padding = -n % chunk
+    mesh = parallel.chunk_mesh(-(-n // chunk))
+    padding = -n % (chunk * parallel.mesh_size(mesh))
     if padding:
         x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])
-    predictions = np.asarray(_predicted_labels(net, x, chunk))[:n]
+    predictions = np.asarray(_predicted_labels(net, x, chunk, mesh))[:n]
     bad = np.flatnonzero(predictions != labels)
     confusion = np.zeros((net.n_classes, net.n_classes), dtype=np.int64)
     np.add.at(confusion, (labels.astype(np.int64), predictions), 1)

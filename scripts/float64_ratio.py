@@ -1,13 +1,15 @@
-"""float64 against float32 for jaxcnn's training step, both compiled in one process and timed in turn.
+"""float64 against float32 for jaxcnn's training epoch, both compiled in one process and timed in turn.
 
-    .venv/bin/python scripts/float64_ratio.py [ROUNDS]
+    .venv/bin/python scripts/float64_ratio.py [ROUNDS] [--devices N]
 
-A 200-step `lax.scan` of the toolbox net (batch 50, jaxcnn's compiler options) in each dtype, on the same
-data, timed float32 float64 float64 float32 ... for ROUNDS rounds (default 7); prints ms per step and the
-per-round ratio float64 / float32, the figure docs/performance.md quotes for issue 18's "float64 within 2.5×".
+200 steps of the toolbox net (batch 50) through `train.make_epoch_fn` in each dtype, on the same data, with
+each batch split over N CPU devices as `jaxcnn train` does (default: one per core, `jaxcnn.parallel`; 1: unsplit),
+timed float32 float64 float64 float32 ... for ROUNDS rounds (default 7); prints ms per step and the per-round
+ratio float64 / float32, the figure docs/performance.md quotes for issue 18's "float64 within 2.5×".
 """
+import argparse
+import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -15,35 +17,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-jax.config.update("jax_enable_x64", True)
-from jaxcnn import EXAMPLE_LAYERS, fast, init_net  # noqa: E402
-
-STEPS = 200
+STEPS, BATCH = 200, 50
 
 
-def compiled_scan(dtype, xs, ys):
+def compiled_epoch(dtype, x, y, batches, mesh):
+    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, train
+    from jaxcnn.optimizers import init_state, spec_for
+
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
-    xs, ys = jnp.asarray(xs, dtype), jnp.asarray(ys, dtype)
-
-    def steps(params, xs, ys):
-        def step(p, xy):
-            loss, grads = fast.loss_and_grad(p, net.layers, *xy)
-            return jax.tree.map(lambda w, g: w - g, p, grads), loss
-        return jax.lax.scan(step, params, (xs, ys))
-
-    c = jax.jit(steps, compiler_options=fast.XLA_CPU_OPTIONS).lower(net.params, xs, ys).compile()
-    jax.block_until_ready(c(net.params, xs, ys))
-    return lambda: jax.block_until_ready(c(net.params, xs, ys))
+    spec = spec_for("sgd")
+    opt, rl = init_state(spec, net, 1.0), jnp.asarray(np.nan, dtype)
+    x, y = parallel.replicated((jnp.asarray(x, dtype), jnp.asarray(y, dtype)), mesh)
+    c = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh).lower(net, opt, rl, x, y, batches).compile()
+    jax.block_until_ready(c(net, opt, rl, x, y, batches))
+    return lambda: jax.block_until_ready(c(net, opt, rl, x, y, batches))
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=7)
+    parser.add_argument("--devices", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.devices)
+    jax.config.update("jax_enable_x64", True)
+    from jaxcnn import parallel
+
+    mesh = parallel.batch_mesh(BATCH)
     rng = np.random.default_rng(0)
-    xs, ys = rng.random((STEPS, 50, 28, 28, 1)), np.eye(10)[rng.integers(0, 10, (STEPS, 50))]
-    runs = {"float32": compiled_scan(jnp.float32, xs, ys), "float64": compiled_scan(jnp.float64, xs, ys)}
-    print("load before", Path("/proc/loadavg").read_text().split()[:3])
+    n = STEPS * BATCH
+    x, y = rng.random((n, 28, 28, 1)), np.eye(10)[rng.integers(0, 10, n)]
+    batches = jnp.asarray(rng.permutation(n).reshape(STEPS, BATCH).astype(np.int32))
+    runs = {name: compiled_epoch(dtype, x, y, batches, mesh) for name, dtype in (("float32", jnp.float32),
+                                                                                 ("float64", jnp.float64))}
+    print(f"each batch over {parallel.mesh_size(mesh)} device(s); load before", Path("/proc/loadavg").read_text().split()[:3])
     ms = {name: [] for name in runs}
-    for r in range(rounds):
+    for r in range(args.rounds):
         for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             t0 = time.perf_counter()
             runs[name]()

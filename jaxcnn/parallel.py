@@ -1,0 +1,87 @@
+"""One net's batch split over the CPU's cores: data parallelism inside the compiled epoch.
+
+Why: on XLA:CPU one net's step cannot use a second core. Its ops take 5-100 µs, each is split over the
+threads and the hand-over costs what the second thread gains (docs/performance.md: the step pinned to
+one core was as fast). Separate CPU devices do run on separate cores. So the epoch runs under
+`shard_map` over a 1-D mesh named "batch": every device holds the whole net and training set, takes
+its slice of each batch, and the slices' gradients (and loss) are averaged by one all-reduce of them
+raveled into a single vector. One collective a step, not one per parameter array: six all-reduces
+made the step slower than on one device, one made it 1.3x faster on 2 cores.
+
+The average of the slices' mean gradients is the batch's mean gradient; only the order of the
+additions differs (agreement to rounding, ~1e-16 relative in float64). Runs with the same number of
+devices are bit-for-bit reproducible. `jaxcnn train` and `jaxcnn bench` make one CPU device per core
+(`cli.py`); in a Python session JAX has one CPU device unless `jax_num_cpu_devices` is set before it
+starts, and then everything runs on that one device as before.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "batch"
+MIN_IMAGES_PER_DEVICE = 16    # measured: 2 x 25 on 2 cores; smaller slices than this are not measured
+
+
+def devices_for_batch(batchsize: int, devices: int) -> int:
+    """How many devices to split a batch of `batchsize` over: the most that divide it evenly, at most
+    `devices`, each taking at least MIN_IMAGES_PER_DEVICE images (1: no split)."""
+    fits = [d for d in range(1, max(1, devices) + 1)
+            if batchsize % d == 0 and (d == 1 or batchsize // d >= MIN_IMAGES_PER_DEVICE)]
+    return max(fits)
+
+
+def batch_mesh(batchsize: int, devices=None) -> Mesh | None:
+    """The mesh over which an epoch of `batchsize` batches is split, or None to run on one device (a
+    batch that does not split, one device, or an accelerator: a GPU runs a batch on one chip)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if devices[0].platform != "cpu":
+        return None
+    d = devices_for_batch(batchsize, len(devices))
+    return Mesh(np.array(devices[:d]), (AXIS,)) if d > 1 else None
+
+
+def chunk_mesh(chunks: int, devices=None) -> Mesh | None:
+    """The mesh over which evaluation shares out `chunks` chunks of images, as many devices as there
+    are chunks at most (the last device's share padded to an equal number), or None for one device."""
+    devices = jax.devices() if devices is None else list(devices)
+    d = min(len(devices), chunks)
+    return Mesh(np.array(devices[:d]), (AXIS,)) if devices[0].platform == "cpu" and d > 1 else None
+
+
+def mesh_size(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else mesh.devices.size
+
+
+def replicated(tree, mesh: Mesh | None):
+    """`tree` placed whole on every device of `mesh` (unchanged without one), so that a compiled epoch
+    does not copy the training set to its devices at every call."""
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def averaged_over_devices(grad_fn):
+    """`grad_fn(net, x, y) -> (loss, grads)` on this device's slice of the batch, made into the mean over
+    the mesh's slices: one all-reduce of (loss, grads) raveled into one vector. Inside `shard_map` only."""
+    def averaged(net, x, y):
+        flat, unravel = ravel_pytree(grad_fn(net, x, y))
+        return unravel(jax.lax.psum(flat, AXIS) / jax.lax.axis_size(AXIS))
+    return averaged
+
+
+def split_leading(fn, mesh: Mesh):
+    """`fn(net, xs)` as one SPMD program over `mesh`: `xs` split along its leading axis, the net whole
+    on every device, the results joined along their leading axis."""
+    return jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                         out_specs=PartitionSpec(AXIS))
+
+
+def split_batches(epoch_fn, mesh: Mesh):
+    """`epoch_fn(net, opt_state, rl, images, targets, batches)` as one SPMD program over `mesh`: the
+    (steps, batchsize) index matrix split along its batch axis, everything else whole on every device.
+    `epoch_fn` must average its gradients with `averaged_over_devices`; every device then makes the same
+    update, so the net, optimizer state and losses it returns are the same on all of them."""
+    whole, by_batch = PartitionSpec(), PartitionSpec(None, AXIS)
+    return jax.shard_map(epoch_fn, mesh=mesh, in_specs=(whole,) * 5 + (by_batch,), out_specs=whole,
+                         check_vma=False)
