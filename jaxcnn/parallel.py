@@ -61,6 +61,11 @@ def replicated(tree, mesh: Mesh | None):
     return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def spread(x, mesh: Mesh):
+    """`x` split along its leading axis over `mesh`'s devices (which must divide it), as `split_leading` takes it."""
+    return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
 def averaged_over_devices(grad_fn):
     """`grad_fn(net, x, y) -> (loss, grads)` on this device's slice of the batch, made into the mean over
     the mesh's slices: one all-reduce of (loss, grads) raveled into one vector. Inside `shard_map` only."""

@@ -78,8 +78,13 @@ SPLIT = textwrap.dedent("""
                      "rerun_identical": all(np.array_equal(a, b) for a, b in zip(three, three_again)),
                      "moved": max(float(np.max(np.abs(a - b))) for a, b in zip(one, [np.asarray(l) for l in jax.tree.leaves(net.params)]))}
     net = init_net(jax.random.key(2), EXAMPLE_LAYERS, (28, 28), 10, jnp.float64)
+    spec = spec_for("sgd")
+    mesh = parallel.batch_mesh(48, jax.devices()[:2])                   # trained on 2 devices, tested on 3
+    net_on_two, *_ = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh)(
+        net, init_state(spec, net, 1.0), jnp.asarray(np.nan), *parallel.replicated((x, y), mesh),
+        jnp.asarray(np.arange(96).reshape(2, 48).astype(np.int32)))
     evals = {}
-    for size in (1, 99, 501, 1234, 2600):
+    for size, net in ((1, net), (99, net), (501, net), (1234, net), (2600, net_on_two)):
         images = jnp.asarray(rng.random((size, 28, 28, 1)))
         split = train.evaluate(net, images, rng.integers(0, 10, size)).predictions
         whole = jnp.argmax(train.predict(net, images), axis=-1)                  # one program, one device
@@ -114,7 +119,8 @@ def test_a_split_epoch_trains_what_one_device_trains(split_run, net):
 @pytest.mark.slow
 def test_split_testing_predicts_what_one_device_predicts(split_run):
     """Evaluation shares its chunks of 500 images out over the 3 devices (as many as there are chunks), padding
-    the last share; its predictions are those of `predict`, one program on one device."""
+    the last share, also for a net that was trained on 2 of them (2,600 images); its predictions are those of
+    `predict`, one program without a mesh."""
     assert split_run["train"]["chunk_mesh"] == {"1": 1, "2": 2, "3": 3, "5": 3}
     evals = split_run["evals"]
     assert {size: e["devices"] for size, e in evals.items()} == {"1": 1, "99": 1, "501": 2, "1234": 3, "2600": 3}
