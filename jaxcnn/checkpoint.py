@@ -62,13 +62,15 @@ def directory(out) -> Path:
     return Path(out) / "checkpoints"
 
 
-def save(out, state: TrainState, keep: int) -> Path:
+def save(out, state: TrainState, keep: int, batch_devices: int = 1) -> Path:
+    """Write `state` as the newest checkpoint (keeping the `keep` newest); `batch_devices` records how many
+    devices each batch was split over (`jaxcnn.parallel`), which a resume needs to go on bit for bit."""
     folder = directory(out)
     path = folder / f"ckpt-E{state.epoch:04d}-S{state.step:06d}.npz"
     arrays = {**_named_leaves("params", state.net), **_named_leaves("opt", state.opt_state)}
     arrays.update(key=np.asarray(jax.random.key_data(state.key)), losses=state.losses, rl=state.rl)
     meta = {"format": FORMAT, "version": VERSION, "epoch": state.epoch, "step": state.step,
-            "metrics": state.metrics, "config": state.config_toml}
+            "metrics": state.metrics, "config": state.config_toml, "batch_devices": batch_devices}
     save_npz(path, arrays, meta, checksum=True)
     for old in list_checkpoints(out)[:-keep]:
         old.unlink(missing_ok=True)
@@ -125,6 +127,9 @@ def read(path) -> tuple[dict[str, np.ndarray], dict]:
                 raise DamagedCheckpoint(path, f"metadata {name} is {meta.get(name)!r}, expected {kind.__name__}")
         if meta["epoch"] < 0 or meta["step"] < 0:
             raise DamagedCheckpoint(path, f"negative counters: epoch {meta['epoch']}, step {meta['step']}")
+        devices = meta.setdefault("batch_devices", 1)            # checkpoints from before the split: one device
+        if type(devices) is not int or devices < 1:
+            raise DamagedCheckpoint(path, f"metadata batch_devices is {devices!r}, expected a positive int")
         for name in ("key", "losses", "rl"):
             if name not in arrays:
                 raise DamagedCheckpoint(path, f"missing array {name}")

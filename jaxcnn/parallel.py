@@ -10,9 +10,10 @@ made the step slower than on one device, one made it 1.3x faster on 2 cores.
 
 The average of the slices' mean gradients is the batch's mean gradient; only the order of the
 additions differs (agreement to rounding, ~1e-16 relative in float64). Runs with the same number of
-devices are bit-for-bit reproducible. `jaxcnn train` and `jaxcnn bench` make one CPU device per core
-(`cli.py`); in a Python session JAX has one CPU device unless `jax_num_cpu_devices` is set before it
-starts, and then everything runs on that one device as before.
+devices are bit-for-bit reproducible. `jaxcnn train`, `eval` and `bench` make one CPU device per core
+(`cli.py`; `JAX_NUM_CPU_DEVICES=1` keeps one). In a Python session JAX has one CPU device, and everything
+runs unsplit as before, unless `jax_num_cpu_devices` (or XLA_FLAGS) made more before JAX started: then
+`run.train` and `evaluate` split over them too.
 """
 from __future__ import annotations
 
@@ -33,22 +34,34 @@ def devices_for_batch(batchsize: int, devices: int) -> int:
     return max(fits)
 
 
+def _cpu_devices(devices):
+    """This process's devices to split over, or [] where nothing is split: an accelerator (a GPU runs a
+    batch on one chip), or several processes (`jaxcnn sweep --coordinator`: each member has its device)."""
+    if devices is None:
+        if jax.process_count() > 1:
+            return []
+        devices = jax.local_devices()
+    devices = list(devices)
+    return devices if devices and devices[0].platform == "cpu" else []
+
+
 def batch_mesh(batchsize: int, devices=None) -> Mesh | None:
     """The mesh over which an epoch of `batchsize` batches is split, or None to run on one device (a
-    batch that does not split, one device, or an accelerator: a GPU runs a batch on one chip)."""
-    devices = jax.devices() if devices is None else list(devices)
-    if devices[0].platform != "cpu":
-        return None
+    batch that does not split, one device, or no CPU devices to split over)."""
+    devices = _cpu_devices(devices)
     d = devices_for_batch(batchsize, len(devices))
     return Mesh(np.array(devices[:d]), (AXIS,)) if d > 1 else None
 
 
 def chunk_mesh(chunks: int, devices=None) -> Mesh | None:
-    """The mesh over which evaluation shares out `chunks` chunks of images, as many devices as there
-    are chunks at most (the last device's share padded to an equal number), or None for one device."""
-    devices = jax.devices() if devices is None else list(devices)
-    d = min(len(devices), chunks)
-    return Mesh(np.array(devices[:d]), (AXIS,)) if devices[0].platform == "cpu" and d > 1 else None
+    """The mesh over which evaluation shares out `chunks` chunks of images: as few devices as take
+    ⌈chunks / devices⌉ chunks each (so that less than one share is padding), or None for one device."""
+    devices = _cpu_devices(devices)
+    if len(devices) < 2 or chunks < 2:
+        return None
+    per_device = -(-chunks // len(devices))
+    d = -(-chunks // per_device)
+    return Mesh(np.array(devices[:d]), (AXIS,)) if d > 1 else None
 
 
 def mesh_size(mesh: Mesh | None) -> int:

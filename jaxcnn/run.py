@@ -185,6 +185,11 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         bar.refresh()
 
     mesh = parallel.batch_mesh(batchsize)
+    batch_devices = parallel.mesh_size(mesh)
+    if resume and resume_meta["batch_devices"] != batch_devices:
+        warn(f"{resume_path.name} was trained with each batch split over {resume_meta['batch_devices']} device(s), "
+             f"this process splits it over {batch_devices}: the run goes on the same to rounding, not bit for bit "
+             f"(JAX_NUM_CPU_DEVICES={resume_meta['batch_devices']} matches it where the batch divides)")
     x, y = parallel.replicated((x, y), mesh)
     epoch_fn = make_epoch_fn(optimizer, progress=show if progress else None, mesh=mesh)
     compiled, compile_seconds = {}, 0.0
@@ -193,7 +198,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     log(f"{describe(net.layers)} net ({count_params(net):,} parameters), {dataset.name}: {n} training / "
         f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
         f"{jax.devices()[0].platform}"
-        + (f", each batch split over {parallel.mesh_size(mesh)} devices" if mesh is not None else ""))
+        + (f", each batch split over {batch_devices} devices" if mesh is not None else ""))
 
     while state.epoch < cfg.train.numepochs:
         epoch = state.epoch
@@ -223,7 +228,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
             state = TrainState(net, opt_state, state.key, epoch, state.step + rows.shape[0],
                                np.concatenate([state.losses, losses]), rl, state.metrics, config_toml)
             if state.step < steps:
-                checkpoint.save(out, state, cfg.checkpoint.keep)
+                checkpoint.save(out, state, cfg.checkpoint.keep, batch_devices)
         seconds.append(time.perf_counter() - started)
         result = evaluate(state.net, x_test, dataset.test_labels)
         epoch_losses = state.losses[-steps:]
@@ -234,7 +239,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
                    "delta_rms": delta_rms(state.net, x[:DELTA_BATCH], y[:DELTA_BATCH])}
         state = TrainState(state.net, state.opt_state, state.key, epoch + 1, 0, state.losses, state.rl,
                            [*state.metrics, metrics], config_toml)
-        checkpoint.save(out, state, cfg.checkpoint.keep)
+        checkpoint.save(out, state, cfg.checkpoint.keep, batch_devices)
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
         log(f"epoch {epoch + 1}/{cfg.train.numepochs}  loss {metrics['loss_mean']:.4f}  rL {metrics['rL']:.4f}  "
             f"test error {result.error_rate:.4f} ({result.n_misclassified}/{len(dataset.test_labels)})  "
@@ -258,7 +263,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         "net": describe(net.layers), "n_params": count_params(net), "dataset": dataset.name,
         "data_source": dataset.source, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-        "batch_devices": parallel.mesh_size(mesh), "python": platform.python_version(),
+        "batch_devices": batch_devices, "python": platform.python_version(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,4 +1,4 @@
-"""Sweeps: many independent nets trained at once, each exactly as `jaxcnn train` would train it alone.
+"""Sweeps: many independent nets trained at once, each exactly as `jaxcnn train` would train it alone on one device.
 
 A sweep config is a normal config plus a `[sweep.<section>]` table of lists; members are the
 Cartesian product. Members whose programs are the same (`program_key`: the same net and optimizer

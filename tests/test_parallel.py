@@ -61,12 +61,18 @@ SPLIT = textwrap.dedent("""
 
         def epoch(devices):
             mesh = parallel.batch_mesh(48, jax.devices()[:devices])
-            fn = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh)
+            slices = []
+
+            def recording(net, x, y):                          # what one device's gradient sees, at trace time
+                slices.append(x.shape[0])
+                return train.delta_rule_grad(net, x, y)
+            fn = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh, grad_fn=recording)
             xs, ys = parallel.replicated((x, y), mesh)
             compiled = fn.lower(net, opt, rl, xs, ys, batches).compile()
             new_net, _, losses, rls = compiled(net, opt, rl, xs, ys, batches)
             leaves = [np.asarray(a) for a in jax.tree.leaves(new_net.params)] + [np.asarray(losses), np.asarray(rls)]
-            return parallel.mesh_size(mesh), leaves, re.findall(r"= (\\S+) all-reduce(?:-start)?\\(", compiled.as_text())
+            assert len(set(slices)) == 1, slices
+            return (parallel.mesh_size(mesh), slices[0]), leaves, re.findall(r"= (\\S+) all-reduce(?:-start)?\\(", compiled.as_text())
 
         d1, one, reduces1 = epoch(1)
         d3, three, reduces3 = epoch(3)
@@ -83,14 +89,17 @@ SPLIT = textwrap.dedent("""
     net_on_two, *_ = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh)(
         net, init_state(spec, net, 1.0), jnp.asarray(np.nan), *parallel.replicated((x, y), mesh),
         jnp.asarray(np.arange(96).reshape(2, 48).astype(np.int32)))
+    used = []                                                   # the meshes `evaluate` chose
+    chunk_mesh = parallel.chunk_mesh
+    parallel.chunk_mesh = lambda chunks, devices=None: used.append(chunk_mesh(chunks, devices)) or used[-1]
     evals = {}
     for size, net in ((1, net), (99, net), (501, net), (1234, net), (2600, net_on_two)):
         images = jnp.asarray(rng.random((size, 28, 28, 1)))
         split = train.evaluate(net, images, rng.integers(0, 10, size)).predictions
         whole = jnp.argmax(train.predict(net, images), axis=-1)                  # one program, one device
         evals[size] = {"split": split.tolist(), "predict": np.asarray(whole).tolist(),
-                       "devices": parallel.mesh_size(parallel.chunk_mesh(-(-size // min(500, -(-size // 100) * 100))))}
-    out["chunk_mesh"] = {c: parallel.mesh_size(parallel.chunk_mesh(c)) for c in (1, 2, 3, 5)}
+                       "devices": parallel.mesh_size(used[-1])}
+    out["chunk_mesh"] = {c: parallel.mesh_size(chunk_mesh(c)) for c in (1, 2, 3, 4, 5, 7)}
     json.dump({"train": out, "evals": evals}, sys.stdout)
 """)
 
@@ -109,7 +118,7 @@ def test_a_split_epoch_trains_what_one_device_trains(split_run, net):
     rL to rounding, the same bits on a rerun, and one all-reduce of one vector a step (an all-reduce of the
     parameter arrays as a tuple, which XLA makes of one psum each, was slower than one device)."""
     r = split_run["train"][net]
-    assert r["devices"] == [1, 2, 3]
+    assert r["devices"] == [[1, 48], [2, 24], [3, 16]]     # (devices, images each device's gradient sees)
     assert r["moved"] > 1e-3                                # the epoch did train
     assert r["max_diff_2"] < 1e-13 and r["max_diff_3"] < 1e-13
     assert r["rerun_identical"]
@@ -121,7 +130,8 @@ def test_split_testing_predicts_what_one_device_predicts(split_run):
     """Evaluation shares its chunks of 500 images out over the 3 devices (as many as there are chunks), padding
     the last share, also for a net that was trained on 2 of them (2,600 images); its predictions are those of
     `predict`, one program without a mesh."""
-    assert split_run["train"]["chunk_mesh"] == {"1": 1, "2": 2, "3": 3, "5": 3}
+    # as few devices as take ⌈chunks/3⌉ each: 4 chunks go 2 + 2, not 2 + 1 + 1 padded to 2 + 2 + 2
+    assert split_run["train"]["chunk_mesh"] == {"1": 1, "2": 2, "3": 3, "4": 2, "5": 3, "7": 3}
     evals = split_run["evals"]
     assert {size: e["devices"] for size, e in evals.items()} == {"1": 1, "99": 1, "501": 2, "1234": 3, "2600": 3}
     for size, e in evals.items():

@@ -45,9 +45,9 @@ class Job:
         return self.log.read_text()
 
 
-def _resume(out):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/"}
-    return subprocess.run([sys.executable, "-m", "jaxcnn", "train", "configs/fashion_mnist.toml", *RUN,
+def _resume(out, *extra, env=None):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAXCNN_MIRRORS": "http://127.0.0.1:9/", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "jaxcnn", "train", "configs/fashion_mnist.toml", *RUN, *extra,
                            "--resume", str(out), "--no-progress"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -117,6 +117,44 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, reference, mo
     assert "resuming from ckpt-" in result.stdout
     assert not _tmp_files(out)
     _assert_same(_record(out), reference)
+
+
+SPLIT = ("--set", "data.n_train=640", "--set", "train.batchsize=32")     # 20 steps of 32: 2 x 16 on 2 cores
+
+
+@pytest.mark.slow
+def test_a_split_run_killed_mid_epoch_resumes_bit_for_bit(tmp_path):
+    """With each batch split over the cores (`jaxcnn.parallel`; on CI's 2 cores, 2 x 16), SIGKILL mid-epoch and
+    resume give the uninterrupted run bit for bit; resumed on another number of devices it warns, naming both,
+    and goes on the same to rounding."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: no batch to split")
+    reference_out = tmp_path / "reference"
+    assert Job(reference_out, *SPLIT).wait() == 0
+    reference = _record(reference_out)
+    assert reference["summary"]["batch_devices"] == 2
+    out = tmp_path / "run"
+    job = Job(out, *SPLIT, delay=0.25)
+    deadline = time.monotonic() + 300
+    while not MOMENTS["mid-epoch, between writes"](out):
+        assert job.proc.poll() is None and time.monotonic() < deadline, job.output
+        time.sleep(0.005)
+    job.proc.send_signal(signal.SIGKILL)
+    assert job.wait() == -signal.SIGKILL
+    shutil.copytree(out, tmp_path / "copy")
+    result = _resume(out, *SPLIT)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    _assert_same(_record(out), reference)
+    one_device = _resume(tmp_path / "copy", *SPLIT, env={"JAX_NUM_CPU_DEVICES": "1"})
+    assert one_device.returncode == 0, one_device.stderr
+    assert re.search(r"jaxcnn: warning: ckpt-E\d{4}-S\d{6}\.npz was trained with each batch split over 2 device\(s\), "
+                     r"this process splits it over 1: the run goes on the same to rounding, not bit for bit", one_device.stderr)
+    resumed = _record(tmp_path / "copy")
+    assert resumed["summary"]["batch_devices"] == 1
+    for key in reference["net"]:
+        np.testing.assert_allclose(resumed["net"][key], reference["net"][key], rtol=0, atol=1e-5, err_msg=key)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ dtype = "float64"
 [data]
 dataset = "fashion_mnist"
 n_train = 300
-n_test = 100
+n_test = 600
 
 [sweep.train]
 seed = [0, 1, 2]
@@ -109,6 +109,9 @@ def test_vmap_batching_gives_what_side_by_side_gives(swept):
 
 @pytest.mark.slow
 def test_two_processes_give_what_one_gives(swept):
+    """Two processes under `--coordinator`, each member on its process's device; 600 test images are two
+    chunks, which a single process would share out over its devices (`jaxcnn.parallel`), but not across
+    processes."""
     folder, _ = swept
     address = f"127.0.0.1:{_free_port()}"
     procs = [_cli(folder / "s.toml", "--out", folder / "two_processes", "--coordinator", address,
