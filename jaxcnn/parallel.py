@@ -5,8 +5,9 @@ threads and the hand-over costs what the second thread gains (docs/performance.m
 one core was as fast). Separate CPU devices do run on separate cores. So the epoch runs under
 `shard_map` over a 1-D mesh named "batch": every device holds the whole net and training set, takes
 its slice of each batch, and the slices' gradients (and loss) are averaged by one all-reduce of them
-raveled into a single vector. One collective a step, not one per parameter array: six all-reduces
-made the step slower than on one device, one made it 1.3x faster on 2 cores.
+raveled into a single vector. One collective of one array a step: a psum per gradient array, which
+XLA merges into one all-reduce of a tuple, made the step slower than on one device; one vector made it
+1.3x faster on 2 cores.
 
 The average of the slices' mean gradients is the batch's mean gradient; only the order of the
 additions differs (agreement to rounding, ~1e-16 relative in float64). Runs with the same number of
