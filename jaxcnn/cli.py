@@ -179,10 +179,12 @@ def _cpu_cores() -> int:
 
 def _set_cpu_devices(devices: int) -> None:
     """Make `devices` CPU devices, before JAX starts; left alone where XLA_FLAGS or JAX_NUM_CPU_DEVICES
-    already sets a count, or in a process whose JAX backend already started (`main` called from Python), which keeps its devices."""
+    already sets a count, or in a process whose JAX backend already started (`main` called from Python),
+    which keeps its devices."""
     import jax
 
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or "JAX_NUM_CPU_DEVICES" in os.environ:
+    if ("xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+            or "JAX_NUM_CPU_DEVICES" in os.environ):
         return
     try:
         jax.config.update("jax_num_cpu_devices", devices)

@@ -101,11 +101,9 @@ def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = Tru
     With a `mesh` (`parallel.batch_mesh`) each batch is split over its devices and the gradients are
     averaged across them every step (`jaxcnn.parallel`); pass the training set through
     `parallel.replicated` once, so that no call copies it."""
-    if mesh is not None:
-        grad_fn = parallel.averaged_over_devices(grad_fn)
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
         net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress,
-        grad_fn=grad_fn, gather_per_step=gather_per_step)
+        grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn), gather_per_step=gather_per_step)
     if mesh is not None:
         fn = parallel.split_batches(fn, mesh)
     return jax.jit(fn, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
