@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, fast, model, parallel, peers
+from . import config as config_mod, data as data_mod, model, parallel, peers, xla_options
 from .layers import Conv, Pool, describe, layer_shapes, options
 from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
@@ -264,7 +264,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         steps, batchsize)
     if baseline:
         compile_seconds["baseline"], epochs["baseline"] = jax_contender(
-            make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, compiler_options=None),
+            make_epoch_fn(optimizer, donate=False, grad_fn=_baseline_grad, gather_per_step=True, options=None),
             net, opt_state, x, y, steps, batchsize)
     for name in peer_names:
         _, epochs[name] = peers.torch_trainer(net, x, y, cfg.train.alpha, threads=os.cpu_count(),
@@ -314,7 +314,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu["processor"], "cpu": cpu,
         "jax": jax.__version__, "jaxlib": jaxlib.__version__, "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": fast.XLA_CPU_OPTIONS,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": xla_options.for_dtype(dtype),
         **({"torch": torch.__version__, "torch_threads": torch.get_num_threads()} if torch is not None else {}),
     }
 

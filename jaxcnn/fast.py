@@ -39,11 +39,6 @@ from jax import lax
 from .layers import Conv, Pool
 from .numerics import HIGHEST, activate, activation_derivative, output_and_loss, output_delta
 
-# XLA:CPU hands small dots and reductions to YNNPACK by default; for these shapes XLA's own (Eigen)
-# kernels were faster (docs/performance.md), so the compiled training and evaluation programs turn
-# it off. The option only concerns the CPU backend.
-XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
 
 class Layout(NamedTuple):
     """Where the axes of a stack of maps are: `spatial` = the (H, W) axes, `to_nchw` = the transpose to NCHW."""

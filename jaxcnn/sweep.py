@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import config as config_mod, fast, netfile, plots
+from . import config as config_mod, netfile, plots, xla_options
 from .fileio import atomic_write_bytes, atomic_write_text
 from .layers import describe
 from .numerics import use_dtype
@@ -153,7 +153,7 @@ def train_group(configs, dataset, dtype, log=print, batching="side-by-side"):
     model_axis, whole = PartitionSpec("model"), PartitionSpec()
     program = jax.jit(jax.shard_map(members_epoch, mesh=mesh, in_specs=(model_axis,) * 3 + (whole, whole, model_axis),
                                     out_specs=model_axis),
-                      donate_argnums=(0, 1), compiler_options=fast.XLA_CPU_OPTIONS)
+                      donate_argnums=(0, 1), compiler_options=xla_options.for_dtype(dtype))
     rl = put(np.full((m + pad,), np.nan, dtype), sharded)
     losses, rls, metrics, seconds = [], [], [[] for _ in range(m)], []
     for epoch in range(epochs):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import fast, parallel
+from . import fast, parallel, xla_options
 from .net import Net, as_nhwc, as_targets
 from .optimizers import init_state, spec_for
 
@@ -42,7 +42,7 @@ def delta_rule_grad(net: Net, x, y):
     return loss, dataclasses.replace(net, params=grads)
 
 
-_delta_rule_grad = jax.jit(delta_rule_grad, compiler_options=fast.XLA_CPU_OPTIONS)
+_delta_rule_grad = xla_options.jit(delta_rule_grad)
 
 
 def fast_loss_and_grad(net: Net, images, targets):
@@ -95,18 +95,19 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
 
 def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = True, progress=None,
                   grad_fn=delta_rule_grad, gather_per_step: bool = False,
-                  compiler_options=fast.XLA_CPU_OPTIONS, mesh=None):
+                  options=xla_options.for_dtype, mesh=None):
     """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default.
 
     With a `mesh` (`parallel.batch_mesh`) each batch is split over its devices and the gradients are
     averaged across them every step (`jaxcnn.parallel`); pass the training set through
-    `parallel.replicated` once, so that no call copies it."""
+    `parallel.replicated` once, so that no call copies it. `options(dtype)` gives the XLA compiler options
+    (`jaxcnn.xla_options`; None: XLA's defaults)."""
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
         net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress,
         grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn), gather_per_step=gather_per_step)
     if mesh is not None:
         fn = parallel.split_batches(fn, mesh)
-    return jax.jit(fn, donate_argnums=(0, 1) if donate else (), compiler_options=compiler_options)
+    return xla_options.jit(fn, options=options, donate_argnums=(0, 1) if donate else ())
 
 
 _SGD = spec_for("sgd")
@@ -151,7 +152,7 @@ def predict(net: Net, images) -> jax.Array:
     return _predict(net, as_nhwc(net, images))
 
 
-@functools.partial(jax.jit, compiler_options=fast.XLA_CPU_OPTIONS)
+@xla_options.jit
 def _predict(net, x):
     return fast.forward(net.params, net.layers, x, net.output)
 
@@ -177,7 +178,7 @@ def _labels_of_chunks(net, chunks):
     return jax.lax.map(lambda b: jnp.argmax(fast.forward(net.params, net.layers, b, net.output), axis=1), chunks)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3), compiler_options=fast.XLA_CPU_OPTIONS)
+@functools.partial(xla_options.jit, static_argnums=(2, 3))
 def _predicted_labels(net, x, chunk: int, mesh):
     """Predicted classes, in chunks of `chunk` images inside one program (patches stay in cache; see
     docs/performance.md), the chunks shared out over `mesh`'s devices where there is one. `x` is padded

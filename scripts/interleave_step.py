@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/interleave_step.py REVISION ROUNDS [--split | --eval] [--modern] [--float64]
 
-Compiles a 200-step `lax.scan` of each (the toolbox net, batch 50, float32, jaxcnn's compiler options) and
+Compiles a 200-step `lax.scan` of each (the toolbox net, batch 50, float32, jaxcnn's compiler options for the dtype) and
 times them in turn, old new new old old new ..., printing ms per step per round, the per-round ratio old/new
 and the load average. `--eval` times the forward pass of evaluation instead (100 chunks of 100 images,
 ms per chunk). `--split` adds the batch as two independent halves of 25 (two chains for two cores).
@@ -15,7 +15,7 @@ from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np
 if "--float64" in sys.argv:
     jax.config.update("jax_enable_x64", True)
-from jaxcnn import EXAMPLE_LAYERS, fast, init_net
+from jaxcnn import EXAMPLE_LAYERS, fast, init_net, xla_options
 from jaxcnn.layers import Conv, Input, Pool
 
 source = subprocess.run(["git", "show", f"{sys.argv[1]}:jaxcnn/fast.py"], capture_output=True, text=True, check=True).stdout
@@ -47,7 +47,7 @@ def make(mod):
             loss, grads = mod.loss_and_grad(p, net.layers, *xy, net.output)
             return jax.tree.map(lambda w, g: w - g, p, grads), loss
         return jax.lax.scan(step, params, (xs, ys))
-    c = jax.jit(steps, compiler_options=fast.XLA_CPU_OPTIONS).lower(net.params, xs, ys).compile()
+    c = jax.jit(steps, compiler_options=xla_options.for_dtype(dtype)).lower(net.params, xs, ys).compile()
     jax.block_until_ready(c(net.params, xs, ys))
     return c
 class Split:

@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.float64:
         jax.config.update("jax_enable_x64", True)
-    from jaxcnn import EXAMPLE_LAYERS, fast, init_net
+    from jaxcnn import EXAMPLE_LAYERS, fast, init_net, xla_options
 
     dtype = jnp.float64 if args.float64 else jnp.float32
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
@@ -48,7 +48,7 @@ def main() -> None:
             return jax.tree.map(lambda w, g: w - g, p, grads), loss
         return jax.lax.scan(step, params, (xs, ys))
 
-    compiled = jax.jit(steps, compiler_options=fast.XLA_CPU_OPTIONS).lower(net.params, xs, ys).compile()
+    compiled = jax.jit(steps, compiler_options=xla_options.for_dtype(dtype)).lower(net.params, xs, ys).compile()
     shapes = dict(re.findall(r"%([\w.-]+) = (\w+\[[\d,]*\])", compiled.as_text()))
     jax.block_until_ready(compiled(net.params, xs, ys))
     with tempfile.TemporaryDirectory() as folder:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model
+from jaxcnn import EXAMPLE_LAYERS, fast, init_net, model, xla_options
 from jaxcnn.net import as_nhwc
 from jaxcnn.layers import Conv, Input, Pool
 from tests.helpers import assert_trees_close
@@ -23,7 +23,7 @@ STACKS = [
 
 
 _autodiff = jax.jit(jax.value_and_grad(model.loss))
-_fast = jax.jit(fast.loss_and_grad, static_argnums=(1, 4))
+_fast = xla_options.jit(fast.loss_and_grad, static_argnums=(1, 4))     # compiled as training compiles it
 
 
 def _check(net, images, targets):

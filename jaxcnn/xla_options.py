@@ -1,0 +1,55 @@
+"""The XLA:CPU compiler options that jaxcnn's compiled programs use, chosen by the dtype they compute in.
+
+XLA:CPU hands dots (and small reductions) to YNNPACK by default. For this net's shapes, measured on the
+AVX-512 Xeon (docs/performance.md):
+- float32 dots ran faster on XLA's own Eigen kernels, so float32 programs turn YNNPACK off;
+- float64 dots ran twice as fast on YNNPACK: jaxlib's Eigen reached ≈ 30 – 40 GFLOP/s on them where
+  numpy's OpenBLAS reached 65 – 85. float64 programs therefore give YNNPACK each dot by itself, and
+  nothing around it.
+The options only concern the CPU backend; the numbers differ only by the order of additions inside a
+dot (the fast path is held to `jax.grad` at 1e-12 in float64 under them).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_YNN_FUSIONS = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def for_dtype(dtype) -> dict[str, str]:
+    """The compiler options for a program whose floating-point arrays are `dtype`."""
+    return {_YNN_FUSIONS: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT" if np.dtype(dtype) == np.float64 else ""}
+
+
+def floating_dtype(args) -> np.dtype:
+    """The floating dtype of the arrays in `args` (a pytree): that of its first floating leaf, float32 if none."""
+    for leaf in jax.tree.leaves(args):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jnp.issubdtype(dtype, jnp.floating):
+            return np.dtype(dtype)
+    return np.dtype(np.float32)
+
+
+def jit(fn, *, options=for_dtype, **jit_kwargs):
+    """`jax.jit(fn, **jit_kwargs)`, compiled with `options(dtype)` for the floating dtype of the arguments it
+    is called or lowered with: one jitted function per dtype. `options=None` is plain `jax.jit`."""
+    if options is None:
+        return jax.jit(fn, **jit_kwargs)
+    by_dtype = {}
+
+    def jitted_for(args):
+        dtype = floating_dtype(args)
+        if dtype not in by_dtype:
+            by_dtype[dtype] = jax.jit(fn, compiler_options=options(dtype), **jit_kwargs)
+        return by_dtype[dtype]
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return jitted_for(args)(*args, **kwargs)
+
+    call.lower = lambda *args, **kwargs: jitted_for(args).lower(*args, **kwargs)
+    return call

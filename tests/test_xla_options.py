@@ -1,0 +1,54 @@
+"""The compiled programs get the XLA:CPU options of their dtype: float64 dots on YNNPACK, float32 on Eigen."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import EXAMPLE_LAYERS, init_net, train, xla_options
+from jaxcnn.optimizers import init_state, spec_for
+
+YNN = '"kind":"__ynn_fusion"'
+
+
+def _epoch_hlo(dtype) -> str:
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
+    spec = spec_for("sgd")
+    x, y = jnp.zeros((100, 28, 28, 1), dtype), jnp.zeros((100, 10), dtype)
+    epoch = train.make_epoch_fn(spec.transformation(), donate=False)
+    return epoch.lower(net, init_state(spec, net, 1.0), jnp.asarray(np.nan, dtype), x, y,
+                       jnp.zeros((2, 50), jnp.int32)).compile().as_text()
+
+
+def _eval_hlo(dtype) -> str:
+    net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
+    return train._predicted_labels.lower(net, jnp.zeros((500, 28, 28, 1), dtype), 500, None).compile().as_text()
+
+
+def test_float64_training_and_evaluation_hand_their_convolution_products_to_ynnpack():
+    # training: each conv's forward product and kernel gradient, and conv2's delta back to conv1's maps
+    assert _epoch_hlo(jnp.float64).count(YNN) == 5
+    assert _eval_hlo(jnp.float64).count(YNN) == 2                # the two forward products
+
+
+def test_float32_programs_keep_every_dot_on_xla_s_own_kernels():
+    for hlo in (_epoch_hlo(jnp.float32), _eval_hlo(jnp.float32)):
+        assert YNN not in hlo and " dot(" in hlo
+
+
+def test_one_jitted_function_per_dtype_each_with_its_options():
+    seen = []
+    square = xla_options.jit(lambda x: x * x, options=lambda dtype: seen.append(dtype) or {})
+    for dtype in (np.float32, np.float64, np.float32):
+        assert square(jnp.full(3, 3, dtype)).dtype == dtype
+    square.lower(jnp.ones(2, np.float64))
+    assert seen == [np.float32, np.float64]                      # each compiled for once, then reused
+    assert xla_options.for_dtype(np.float64) == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+    assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@pytest.mark.parametrize("args, dtype", [
+    ((np.int32(1), jnp.ones(2, jnp.float64)), np.float64),      # the first floating leaf decides
+    (({"w": jnp.ones(2, jnp.float32)}, 3.0, "text"), np.float32),
+    ((jnp.arange(3),), np.float32)])                            # no floating array: float32's options
+def test_floating_dtype_of_the_arguments(args, dtype):
+    assert xla_options.floating_dtype(args) == dtype
