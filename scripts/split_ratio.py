@@ -1,11 +1,14 @@
 """jaxcnn's epoch on one CPU device against the same epoch with each batch split over the cores, in one process.
 
-    .venv/bin/python scripts/split_ratio.py [IMAGES] [--float64] [--rounds 5]
+    .venv/bin/python scripts/split_ratio.py [IMAGES] [--float64] [--rounds 5] [--without-all-reduce]
 
 Makes one CPU device per core, compiles `train.make_epoch_fn` for the toolbox net (batch 50, plain SGD) with and
 without `parallel.batch_mesh`, on IMAGES random images (default 60,000, a full epoch), prints the largest
 difference of the two epochs' weights and losses, then times them in turn (one split split one ...) and prints
 seconds per epoch and the per-round ratio one / split, the figures docs/performance.md quotes.
+`--without-all-reduce` adds a third program, for timing only: the same split epoch in which each device steps
+on its own slice's gradient, with no all-reduce (its numbers are not the batch's); split / it is what the one
+all-reduce a step costs.
 """
 import argparse
 import os
@@ -23,10 +26,11 @@ def main() -> None:
     parser.add_argument("images", nargs="?", type=int, default=60_000)
     parser.add_argument("--float64", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--without-all-reduce", action="store_true")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
     jax.config.update("jax_enable_x64", args.float64)
-    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, train
+    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, train, xla_options
     from jaxcnn.optimizers import init_state, spec_for
 
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -47,6 +51,13 @@ def main() -> None:
         compiled = train.make_epoch_fn(spec.transformation(), donate=False, mesh=m).lower(net, opt, rl, xs, ys, batches).compile()
         runs[name] = lambda c=compiled, xs=xs, ys=ys: jax.block_until_ready(c(net, opt, rl, xs, ys, batches))
         results[name] = runs[name]()
+    if args.without_all_reduce:
+        xs, ys = parallel.replicated((x, y), mesh)
+        own = lambda *a: train.epoch_scan(*a, optimizer=spec.transformation())  # noqa: E731
+        compiled = jax.jit(parallel.split_batches(own, mesh), compiler_options=xla_options.for_dtype(dtype)).lower(
+            net, opt, rl, xs, ys, batches).compile()
+        runs["alone"] = lambda c=compiled, xs=xs, ys=ys: jax.block_until_ready(c(net, opt, rl, xs, ys, batches))
+        runs["alone"]()
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(results["one"][:3]),
                                                                   jax.tree.leaves(results["split"][:3])))
     print(f"{n} images, {np.dtype(dtype).name}, split over {parallel.mesh_size(mesh)} devices; largest difference of "
@@ -61,6 +72,10 @@ def main() -> None:
         print(f"{name:5s} s/epoch {' '.join(f'{t:.3f}' for t in v)}  median {statistics.median(v):.3f}")
     ratios = [a / b for a, b in zip(seconds["one"], seconds["split"])]
     print(f"one/split per round median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
+    if args.without_all_reduce:
+        ratios = [a / b for a, b in zip(seconds["split"], seconds["alone"])]
+        print(f"split/alone (the all-reduce's cost) per round median {statistics.median(ratios):.3f} "
+              f"(range {min(ratios):.3f}-{max(ratios):.3f})")
     print("load after", Path("/proc/loadavg").read_text().split()[:3])
 
 
