@@ -100,6 +100,13 @@ SPLIT = textwrap.dedent("""
         evals[size] = {"split": split.tolist(), "predict": np.asarray(whole).tolist(),
                        "devices": parallel.mesh_size(used[-1])}
     out["chunk_mesh"] = {c: parallel.mesh_size(chunk_mesh(c)) for c in (1, 2, 3, 4, 5, 7)}
+    mesh = parallel.batch_mesh(48)
+    whole, = jax.tree.leaves(parallel.replicated({"x": x}, mesh))
+    apart = parallel.spread(x, mesh)
+    at = x.unsafe_buffer_pointer()
+    out["memory"] = {"replicated": [s.data.unsafe_buffer_pointer() - at for s in whole.addressable_shards],
+                     "spread": sorted(s.data.unsafe_buffer_pointer() - at for s in apart.addressable_shards),
+                     "equal": bool(np.array_equal(np.asarray(whole), np.asarray(x)) and np.array_equal(np.asarray(apart), np.asarray(x)))}
     json.dump({"train": out, "evals": evals}, sys.stdout)
 """)
 
@@ -123,6 +130,16 @@ def test_a_split_epoch_trains_what_one_device_trains(split_run, net):
     assert r["max_diff_2"] < 1e-13 and r["max_diff_3"] < 1e-13
     assert r["rerun_identical"]
     assert r["all_reduces"] == [[], ["f64[3899]{0}"]]       # the 3,898 parameters' gradients and the loss, as one vector
+
+
+@pytest.mark.slow
+def test_the_devices_share_one_copy_of_the_data_in_memory(split_run):
+    """`replicated` and `spread` place a CPU array on the 3 devices without copying it: each device's array is
+    the original's memory (480 float64 images of 784 pixels; a slice of 160 each when spread)."""
+    m = split_run["train"]["memory"]
+    assert m["replicated"] == [0, 0, 0]
+    assert m["spread"] == [0, 160 * 784 * 8, 320 * 784 * 8]
+    assert m["equal"]
 
 
 @pytest.mark.slow
