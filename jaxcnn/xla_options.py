@@ -36,7 +36,8 @@ def floating_dtype(args) -> np.dtype:
 
 def jit(fn, *, options=for_dtype, **jit_kwargs):
     """`jax.jit(fn, **jit_kwargs)`, compiled with `options(dtype)` for the floating dtype of the arguments it
-    is called or lowered with: one jitted function per dtype. `options=None` is plain `jax.jit`."""
+    is called or lowered with: one jitted function per dtype. `.lower` and `._cache_size` work as jit's;
+    `options=None` is plain `jax.jit`."""
     if options is None:
         return jax.jit(fn, **jit_kwargs)
     by_dtype = {}
@@ -52,4 +53,5 @@ def jit(fn, *, options=for_dtype, **jit_kwargs):
         return jitted_for(args)(*args, **kwargs)
 
     call.lower = lambda *args, **kwargs: jitted_for(args).lower(*args, **kwargs)
+    call._cache_size = lambda: sum(jitted._cache_size() for jitted in by_dtype.values())   # programs compiled
     return call

@@ -42,6 +42,7 @@ def test_one_jitted_function_per_dtype_each_with_its_options():
         assert square(jnp.full(3, 3, dtype)).dtype == dtype
     square.lower(jnp.ones(2, np.float64))
     assert seen == [np.float32, np.float64]                      # each compiled for once, then reused
+    assert square._cache_size() == 2
     assert xla_options.for_dtype(np.float64) == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
     assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": ""}
 
