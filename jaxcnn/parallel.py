@@ -69,12 +69,19 @@ def mesh_size(mesh: Mesh | None) -> int:
     return 1 if mesh is None else mesh.devices.size
 
 
+def _host_view(a):
+    """A CPU jax array as a numpy view of its memory, anything else unchanged. A CPU device's array is host
+    memory: `np.asarray` views it without a copy, and `device_put` of such a view (aligned, read-only) to
+    CPU devices aliases it too, where `device_put` of the jax array itself copies it for every device
+    (measured: 10,000 test images spread over 2 devices in 0.5 ms instead of 7 - 18 ms)."""
+    on_cpu = (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+              and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+              and all(d.platform == "cpu" for d in a.devices()))
+    return np.asarray(a) if on_cpu else a
+
+
 def _host_views(tree):
-    """`tree`'s arrays as numpy views of their memory. A CPU device's array is host memory: `np.asarray`
-    views it without a copy, and `device_put` of such a view (aligned, read-only) to CPU devices aliases it
-    too, where `device_put` of the jax array itself copies it for every device (measured: 10,000 test images
-    spread over 2 devices in 0.5 ms instead of 7 - 18 ms)."""
-    return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(_host_view, tree)
 
 
 def replicated(tree, mesh: Mesh | None):

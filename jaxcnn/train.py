@@ -206,7 +206,7 @@ def evaluate(net: Net, images, labels) -> Evaluation:
     padding = -n % (chunk * parallel.mesh_size(mesh))
     if padding:
         x = jnp.concatenate([x, jnp.zeros((padding, *x.shape[1:]), x.dtype)])
-    if mesh is not None:        # a net trained on another mesh (or device) is copied onto this one
+    if mesh is not None:        # a net trained on another mesh (or device) is placed on this one
         net, x = parallel.replicated(net, mesh), parallel.spread(x, mesh)
     predictions = np.asarray(_predicted_labels(net, x, chunk, mesh))[:n]
     bad = np.flatnonzero(predictions != labels)

@@ -2,10 +2,11 @@
 
 XLA:CPU hands dots (and small reductions) to YNNPACK by default. For this net's shapes, measured on the
 AVX-512 Xeon (docs/performance.md):
-- float32 dots ran faster on XLA's own Eigen kernels, so float32 programs turn YNNPACK off;
-- float64 dots ran twice as fast on YNNPACK: jaxlib's Eigen reached ≈ 30 – 40 GFLOP/s on them where
-  numpy's OpenBLAS reached 65 – 85. float64 programs therefore give YNNPACK each dot by itself, and
-  nothing around it.
+- float32: YNNPACK won two of the five products and lost three, and whole training and evaluation
+  programs ran faster on XLA's own Eigen kernels, so float32 programs turn YNNPACK off;
+- float64: jaxlib's Eigen ran the products at 13 – 28 GFLOP/s where numpy's OpenBLAS reached 28 – 70 and
+  YNNPACK 30 – 59 (1.5 – 4x Eigen on every product), so float64 programs give YNNPACK each dot by itself,
+  and nothing around it.
 The options only concern the CPU backend; the numbers differ only by the order of additions inside a
 dot (the fast path is held to `jax.grad` at 1e-12 in float64 under them).
 """
@@ -50,8 +51,8 @@ def jit(fn, *, options=for_dtype, **jit_kwargs):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        return jitted_for(args)(*args, **kwargs)
+        return jitted_for((args, kwargs))(*args, **kwargs)
 
-    call.lower = lambda *args, **kwargs: jitted_for(args).lower(*args, **kwargs)
+    call.lower = lambda *args, **kwargs: jitted_for((args, kwargs)).lower(*args, **kwargs)
     call._cache_size = lambda: sum(jitted._cache_size() for jitted in by_dtype.values())   # programs compiled
     return call

@@ -34,6 +34,21 @@ def test_one_device_means_no_mesh():
     assert parallel.replicated(tree, None) is tree
 
 
+def test_placing_a_tree_views_only_its_cpu_arrays():
+    """`replicated` views CPU jax arrays (no copy); key arrays and Python scalars are placed as they are
+    (np.asarray refuses keys, and would make a weakly typed scalar strongly typed)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh
+
+    mesh = Mesh(np.array(jax.devices()[:1]), (parallel.AXIS,))
+    x = jnp.arange(6.0)
+    placed = parallel.replicated({"key": jax.random.key(3), "scale": 2.0, "x": x}, mesh)
+    assert jax.dtypes.issubdtype(placed["key"].dtype, jax.dtypes.prng_key)
+    assert placed["scale"].weak_type and float(placed["scale"]) == 2.0
+    assert placed["x"].addressable_shards[0].data.unsafe_buffer_pointer() == x.unsafe_buffer_pointer()
+
+
 # Run in a child process: the number of CPU devices is fixed when JAX starts.
 SPLIT = textwrap.dedent("""
     import json, re, sys

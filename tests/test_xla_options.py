@@ -40,19 +40,28 @@ def test_one_jitted_function_per_dtype_each_with_its_options():
     square = xla_options.jit(lambda x: x * x, options=lambda dtype: seen.append(dtype) or {})
     for dtype in (np.float32, np.float64, np.float32):
         assert square(jnp.full(3, 3, dtype)).dtype == dtype
-    square.lower(jnp.ones(2, np.float64))
-    compiled = square._cache_size()
-    assert compiled >= 2
-    square(jnp.full(3, 3, np.float64)), square(jnp.full(3, 3, np.float32))
-    assert square._cache_size() == compiled                       # nothing recompiled
+    square.lower(jnp.ones(3, np.float64))
     assert seen == [np.float32, np.float64]                      # each compiled for once, then reused
+    square(x=jnp.ones(3, np.float16))
+    assert seen == [np.float32, np.float64, np.float16]          # a keyword argument's dtype counts too
+    compiled = square._cache_size()
+    square(jnp.full(3, 3, np.float64)), square(jnp.full(3, 3, np.float32)), square(x=jnp.ones(3, np.float16))
+    assert square._cache_size() == compiled > 0                  # the same calls again: nothing recompiled
     assert xla_options.for_dtype(np.float64) == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
     assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+def test_the_jitted_function_still_donates_and_takes_static_arguments():
+    scaled = xla_options.jit(lambda x, k: x * k, static_argnums=1, donate_argnums=0)
+    x = jnp.ones(4, jnp.float64)
+    assert float(scaled(x, 3)[0]) == 3.0
+    assert x.is_deleted()                                        # donated: its buffer went to the result
+
+
 @pytest.mark.parametrize("args, dtype", [
     ((np.int32(1), jnp.ones(2, jnp.float64)), np.float64),      # the first floating leaf decides
-    (({"w": jnp.ones(2, jnp.float32)}, 3.0, "text"), np.float32),
-    ((jnp.arange(3),), np.float32)])                            # no floating array: float32's options
+    (({"w": jnp.ones(2, jnp.bfloat16)}, 3.0, "text"), jnp.bfloat16),
+    ((init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float64), 500), np.float64),   # a Net's params
+    ((jnp.arange(3), jax.random.key(0)), np.float32)])          # no floating array: float32's options
 def test_floating_dtype_of_the_arguments(args, dtype):
     assert xla_options.floating_dtype(args) == dtype
