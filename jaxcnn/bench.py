@@ -3,10 +3,15 @@
 The host's speed drifts (by up to 2x within minutes on a shared VM), so absolute seconds mean little and
 only ratios taken side by side do. Each contender is compiled first (timed), then the contenders take
 turns, epoch by epoch, on the same permutation: one warm-up round, then `rounds` timed rounds
-(A B C A B C ...). The record holds every epoch's seconds, the median per contender, the ratios of
-the medians to jaxcnn's and the ratios round by round (each epoch over jaxcnn's of the same round), plus images/s, the time to evaluate the test set, peak memory (the process's
-maximum resident set), dtype, device, processor and its vector extensions, versions, XLA flags and the
-compiler options jaxcnn sets.
+(A B C A B C ...), each epoch started `SETTLE_SECONDS` after the one before, when the thread pools of the
+one before have stopped spinning. The record holds every epoch's seconds, the median per contender, the
+ratios of the medians to jaxcnn's and the ratios round by round (each epoch over jaxcnn's of the same
+round), images/s, the time to evaluate the test set (each round evaluates it `EVAL_REPS` times, in turn
+with the epochs: the median over the rounds of their mean), peak memory (the process's maximum resident
+set), dtype, device, processor and its vector extensions, versions, XLA flags and the compiler options
+jaxcnn sets. For every timed epoch it also records what share of the machine's CPU time the hypervisor
+stole and other processes took (`host_shares`, from /proc/stat), so that a slow epoch can be told from a
+busy host.
 
 The floor: each round also times numpy's float32 1024×1024 matrix product (`SGEMM_REPS` of them, in turn with
 the contenders, so it sees the same drift), and the record sets the epoch's FLOPs (`flops_per_image`, counted
@@ -47,6 +52,8 @@ from .train import batch_matrix, evaluate, make_epoch_fn
 DEFAULT_CONFIG = "fashion_mnist"                 # a packaged config (jaxcnn configs)
 REFERENCE = "jaxcnn"                      # the denominator of every ratio
 SGEMM_N, SGEMM_REPS = 1024, 32            # the floor: 32 float32 1024² products a round (≈ 69 GFLOP)
+EVAL_REPS = 10                            # evaluations of the test set a round (≈ 1 s for 10,000 images)
+SETTLE_SECONDS = 0.5                      # the pause before each timed epoch: the last one's thread pools go idle
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 FLOPS_RULE = ("2 FLOPs per multiply-add of the convolutions and the output layer: forward, the kernel and weight "
               "gradients, and the deltas sent back to every layer that has a learning layer before it; "
@@ -122,18 +129,53 @@ def jax_contender(epoch_fn, net, opt_state, x, y, steps: int, batchsize: int):
     return compile_seconds, epoch
 
 
+def host_sample(stat: Path = Path("/proc/stat")) -> tuple[float, float, float, float] | None:
+    """(stolen, busy, total, this process's) CPU seconds so far: the first three of the whole machine, from
+    /proc/stat's `cpu` line (stolen: what the hypervisor gave other guests; busy: neither idle, waiting nor
+    stolen), the last from os.times(). None where /proc/stat cannot be read (not Linux)."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 9:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (float(v) for v in fields[1:9])   # guest is in user
+    tick = os.sysconf("SC_CLK_TCK")
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    own = os.times()
+    return steal / tick, (total - idle - iowait - steal) / tick, total / tick, own.user + own.system
+
+
+def host_shares(before, after) -> dict[str, float] | None:
+    """What the machine's CPU time between two `host_sample`s went to, as fractions of it (all cores): `stolen` by
+    the hypervisor and `others`, busy outside this process. Either one large beside a slow epoch says the host,
+    not the program, took the time."""
+    if before is None or after is None or after[2] <= before[2]:
+        return None
+    total = after[2] - before[2]
+    others = (after[1] - before[1]) - (after[3] - before[3])
+    return {"stolen": (after[0] - before[0]) / total, "others": max(others, 0.0) / total}
+
+
 def interleave(epochs: dict[str, Callable], batches_of: Callable[[int], np.ndarray], rounds: int,
-               clock=time.perf_counter) -> dict[str, list[float]]:
+               clock=time.perf_counter, sample=host_sample, settle: float = SETTLE_SECONDS,
+               sleep=time.sleep) -> tuple[dict[str, list[float]], dict[str, list]]:
     """Time `rounds` rounds; in round r every contender runs one epoch on `batches_of(r)`, in turn
-    (A B C A B C ...), so that all of them see the host's drift alike. Returns {name: [seconds per round]}."""
+    (A B C A B C ...), so that all of them see the host's drift alike. Each epoch starts `settle` seconds
+    after the one before ends, untimed, so that it does not share the cores with the threads of the one
+    before still spinning (OpenBLAS's burn ≈ 0.12 CPU s after each sgemm round here). Returns
+    ({name: [seconds per round]}, {name: [host_shares of each of those epochs]})."""
     seconds = {name: [] for name in epochs}
+    host = {name: [] for name in epochs}
     for r in range(rounds):
         batches = batches_of(r)
         for name, epoch in epochs.items():
-            t0 = clock()
+            sleep(settle)
+            before, t0 = sample(), clock()
             epoch(batches)
             seconds[name].append(clock() - t0)
-    return seconds
+            host[name].append(host_shares(before, sample()))
+    return seconds, host
 
 
 def ratios(medians: dict[str, float], reference: str = REFERENCE) -> dict[str, float]:
@@ -272,22 +314,21 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         compile_seconds[name] = None                 # torch.compile compiles in the warm-up round (warmup_seconds)
     contenders = list(epochs)
 
+    def evaluations(_batches):
+        for _ in range(EVAL_REPS):
+            evaluate(net, x_test, dataset.test_labels)
+
     load_before = _loadavg()
-    seconds = interleave({**epochs, "sgemm": sgemm()},
-                         lambda r: batch_matrix(epoch_order(order_key, r, n), batchsize), 1 + rounds)
+    seconds, host = interleave({**epochs, "sgemm": sgemm(), "evaluate": evaluations},   # the warm-up compiles it
+                               lambda r: batch_matrix(epoch_order(order_key, r, n), batchsize), 1 + rounds)
+    load_after = _loadavg()
     sgemm_gflops = [2 * SGEMM_N ** 3 * SGEMM_REPS / s / 1e9 for s in seconds.pop("sgemm")[1:]]
+    eval_per_round = [s / EVAL_REPS for s in seconds.pop("evaluate")[1:]]
+    eval_median = statistics.median(eval_per_round)
     warmup = {name: s[0] for name, s in seconds.items()}
     seconds = {name: s[1:] for name, s in seconds.items()}
+    host = {name: shares[1:] for name, shares in host.items()}
     medians = {name: statistics.median(s) for name, s in seconds.items()}
-
-    evaluate(net, x_test, dataset.test_labels)                            # compile the evaluation
-    eval_seconds = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        evaluate(net, x_test, dataset.test_labels)
-        eval_seconds.append(time.perf_counter() - t0)
-    eval_median = statistics.median(eval_seconds)
-    load_after = _loadavg()
 
     per_image = flops_per_image(net.layers, x.shape[1:], dataset.n_classes)
     rate = statistics.median(sgemm_gflops) * 1e9
@@ -309,7 +350,8 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
-        "eval_seconds": eval_median, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
+        "eval_seconds": eval_median, "eval_seconds_per_round": eval_per_round, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
+        "host_shares": host, "settle_seconds": SETTLE_SECONDS,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu["processor"], "cpu": cpu,
@@ -360,11 +402,25 @@ def format_table(r: dict) -> str:
                              f"take {f['floor_seconds']:.3f} s"),
              ("fraction of floor", ", ".join(f"{name} {v:.1%}" for name, v in f["fraction"].items())
               + f"; eval {f['eval_fraction']:.1%} ({f['eval_gflop']:.2f} GFLOP)")]
-    rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s"),
+    per_round = ", ".join(f"{v:.3f}" for v in r.get("eval_seconds_per_round", []))
+    rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s" + (f" (median of {per_round}; each the mean of "
+                                                                           f"{EVAL_REPS} in its round)" if per_round else "")),
              ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)"),
              ("load average", f"{r['loadavg']['before']} before the rounds, {r['loadavg']['after']} after")]
+    rows += [("host, timed epochs", _host_line(r.get("host_shares", {})))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _host_line(host: dict[str, list]) -> str:
+    """The largest share of the machine's CPU time that was stolen, and that other processes took, during
+    any timed epoch of each contender."""
+    parts = []
+    for name, shares in host.items():
+        known = [sh for sh in shares if sh is not None]
+        if known:
+            parts.append(f"{name} {max(sh['stolen'] for sh in known):.1%} / {max(sh['others'] for sh in known):.1%}")
+    return ("at most stolen / taken by other processes: " + ", ".join(parts)) if parts else "not measured (no /proc/stat)"
 
 
 def main(config_path=None, epochs: int = 3, as_json: bool = False, baseline: bool = True, peer_names=(),

@@ -54,11 +54,34 @@ def test_contenders_take_turns_on_the_same_batches():
     """A B C A B C ..., each epoch timed on its own, round r on batches_of(r)."""
     calls, ticks = [], iter(range(100))
     epochs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("jaxcnn", "baseline", "torch")}
-    seconds = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: next(ticks) ** 2)
+    samples = iter((k, 10.0 * k, 100.0 * k, 4.0 * k) for k in range(100))   # (stolen, busy, total, own) so far
+    pauses = []
+    seconds, host = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: next(ticks) ** 2,
+                                     sample=lambda: next(samples), sleep=lambda s: pauses.append((s, len(calls))))
+    assert pauses == [(bench.SETTLE_SECONDS, k) for k in range(6)] and bench.SETTLE_SECONDS >= 0.2   # before each
     assert calls == [("jaxcnn", "order 0"), ("baseline", "order 0"), ("torch", "order 0"),
                      ("jaxcnn", "order 1"), ("baseline", "order 1"), ("torch", "order 1")]
     # clock readings 0, 1, 4, 9, ... in pairs around each epoch: 1-0, 9-4, 25-16, 49-36, 81-64, 121-100
     assert seconds == {"jaxcnn": [1, 13], "baseline": [5, 17], "torch": [9, 21]}
+    # each epoch between two samples: 1 of 100 CPU seconds stolen, 10 busy of which 4 were this process's
+    assert host == {name: [{"stolen": 0.01, "others": 0.06}] * 2 for name in epochs}
+
+
+def test_host_shares_read_proc_stat_and_leave_out_this_process(tmp_path):
+    """/proc/stat's cpu line in clock ticks: user nice system idle iowait irq softirq steal guest guest_nice.
+    Busy is all but idle, iowait and steal (guest time is inside user); this process's CPU time is not others'."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(f"cpu  {3 * tick} 0 {tick} {10 * tick} {tick} 0 0 {tick} {2 * tick} 0\ncpu0 1 2 3\n")
+    stolen, busy, total, own = bench.host_sample(stat)
+    assert (stolen, busy, total) == (1.0, 4.0, 16.0) and own > 0
+    assert bench.host_shares((1.0, 4.0, 16.0, 2.0), (3.0, 14.0, 36.0, 5.0)) == {"stolen": 0.1, "others": 0.35}
+    assert bench.host_shares((0.0, 0.0, 10.0, 0.0), (0.0, 1.0, 20.0, 3.0)) == {"stolen": 0.0, "others": 0.0}
+    stat.write_text("intr 1 2 3\n")
+    assert bench.host_sample(stat) is None and bench.host_sample(tmp_path / "absent") is None
+    assert bench.host_shares(None, (0.0, 0.0, 1.0, 0.0)) is None
 
 
 def test_ratios_are_medians_over_jaxcnn():
@@ -179,7 +202,11 @@ def test_bench_json_record(tmp_path):
     assert r["round_ratios"]["baseline/jaxcnn"]["per_round"] == [
         b / j for b, j in zip(r["epoch_seconds"]["baseline"], r["epoch_seconds"]["jaxcnn"])]
     assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
-    assert r["peak_memory_mb"] > 0 and r["eval_seconds"] > 0 and r["cpu_count"] == os.cpu_count()
+    assert r["peak_memory_mb"] > 0 and r["cpu_count"] == os.cpu_count()
+    assert len(r["eval_seconds_per_round"]) == 1 and r["eval_seconds"] == r["eval_seconds_per_round"][0] > 0
+    assert set(r["host_shares"]) == {"jaxcnn", "baseline", "sgemm", "evaluate"} and r["settle_seconds"] == bench.SETTLE_SECONDS
+    for shares in r["host_shares"].values():
+        assert len(shares) == 1 and all(0 <= shares[0][k] <= 1 for k in ("stolen", "others")), shares
     f = r["floor"]                                                  # 200 images of 1,048,320 FLOPs; 100 of 407,040
     assert (f["epoch_gflop"], f["eval_gflop"]) == (200 * 1_048_320 / 1e9, 100 * 407_040 / 1e9)
     assert len(f["sgemm_gflops_per_round"]) == 1 and f["sgemm_gflops"] == statistics.median(f["sgemm_gflops_per_round"])
