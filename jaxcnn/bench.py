@@ -148,8 +148,9 @@ def host_sample(stat: Path = Path("/proc/stat")) -> tuple[float, float, float, f
 
 def host_shares(before, after) -> dict[str, float] | None:
     """What the machine's CPU time between two `host_sample`s went to, as fractions of it (all cores): `stolen` by
-    the hypervisor and `others`, busy outside this process. Either one large beside a slow epoch says the host,
-    not the program, took the time."""
+    the hypervisor and `others`, busy but not this process's own threads (other processes, its children,
+    interrupts; /proc/stat counts in clock ticks, so a share is ±1 tick, and a negative one is read as 0). None
+    when no tick passed between the two. Either share large beside a slow epoch points at the host."""
     if before is None or after is None or after[2] <= before[2]:
         return None
     total = after[2] - before[2]
@@ -351,7 +352,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
         "eval_seconds": eval_median, "eval_seconds_per_round": eval_per_round, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
-        "host_shares": host, "settle_seconds": SETTLE_SECONDS,
+        "host_shares": host, "settle_seconds": SETTLE_SECONDS, "eval_reps": EVAL_REPS,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu["processor"], "cpu": cpu,
@@ -404,10 +405,11 @@ def format_table(r: dict) -> str:
               + f"; eval {f['eval_fraction']:.1%} ({f['eval_gflop']:.2f} GFLOP)")]
     per_round = ", ".join(f"{v:.3f}" for v in r.get("eval_seconds_per_round", []))
     rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s" + (f" (median of {per_round}; each the mean of "
-                                                                           f"{EVAL_REPS} in its round)" if per_round else "")),
+                                                                           f"{r['eval_reps']} in its round)" if per_round else "")),
              ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)"),
              ("load average", f"{r['loadavg']['before']} before the rounds, {r['loadavg']['after']} after")]
-    rows += [("host, timed epochs", _host_line(r.get("host_shares", {})))]
+    if "host_shares" in r:                                          # records before the fifth session lack it
+        rows += [("host, timed epochs", _host_line(r["host_shares"]))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -51,32 +51,46 @@ def test_baseline_loss_and_gradient_are_the_model_s(layers, image_shape, output,
 
 
 def test_contenders_take_turns_on_the_same_batches():
-    """A B C A B C ..., each epoch timed on its own, round r on batches_of(r)."""
-    calls, ticks = [], iter(range(100))
-    epochs = {name: (lambda b, name=name: calls.append((name, b))) for name in ("jaxcnn", "baseline", "torch")}
-    samples = iter((k, 10.0 * k, 100.0 * k, 4.0 * k) for k in range(100))   # (stolen, busy, total, own) so far
-    pauses = []
-    seconds, host = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: next(ticks) ** 2,
-                                     sample=lambda: next(samples), sleep=lambda s: pauses.append((s, len(calls))))
-    assert pauses == [(bench.SETTLE_SECONDS, k) for k in range(6)] and bench.SETTLE_SECONDS >= 0.2   # before each
+    """A B C A B C ..., each epoch timed on its own, round r on batches_of(r), after a settling pause that is
+    neither timed nor in its host shares."""
+    calls = []
+    host = {"now": 0.0, "stolen": 0.0, "busy": 0.0, "total": 0.0, "own": 0.0}     # a fake 2-core machine
+
+    def sleep(seconds):                                     # idle cores: only the total grows
+        host["now"] += seconds
+        host["total"] += 2 * seconds
+
+    def run_for(seconds):                                   # both cores busy, 3/4 of it this process's, 5% stolen
+        host["now"] += seconds
+        host["total"] += 2 * seconds
+        host["stolen"] += 0.1 * seconds
+        host["busy"] += 1.9 * seconds
+        host["own"] += 1.5 * seconds
+
+    epochs = {name: (lambda b, name=name, d=d: (calls.append((name, b)), run_for(d)))
+              for name, d in (("jaxcnn", 1.0), ("baseline", 4.0), ("torch", 2.0))}
+    seconds, shares = bench.interleave(epochs, lambda r: f"order {r}", 2, clock=lambda: host["now"],
+                                       sample=lambda: (host["stolen"], host["busy"], host["total"], host["own"]),
+                                       sleep=sleep)
     assert calls == [("jaxcnn", "order 0"), ("baseline", "order 0"), ("torch", "order 0"),
                      ("jaxcnn", "order 1"), ("baseline", "order 1"), ("torch", "order 1")]
-    # clock readings 0, 1, 4, 9, ... in pairs around each epoch: 1-0, 9-4, 25-16, 49-36, 81-64, 121-100
-    assert seconds == {"jaxcnn": [1, 13], "baseline": [5, 17], "torch": [9, 21]}
-    # each epoch between two samples: 1 of 100 CPU seconds stolen, 10 busy of which 4 were this process's
-    assert host == {name: [{"stolen": 0.01, "others": 0.06}] * 2 for name in epochs}
+    assert seconds == {"jaxcnn": [1.0, 1.0], "baseline": [4.0, 4.0], "torch": [2.0, 2.0]}
+    assert host["now"] == 14.0 + 6 * bench.SETTLE_SECONDS and bench.SETTLE_SECONDS >= 0.2    # a pause before each
+    for name in epochs:
+        for share in shares[name]:
+            assert share == pytest.approx({"stolen": 0.05, "others": 0.2}, rel=1e-12)
 
 
 def test_host_shares_read_proc_stat_and_leave_out_this_process(tmp_path):
     """/proc/stat's cpu line in clock ticks: user nice system idle iowait irq softirq steal guest guest_nice.
     Busy is all but idle, iowait and steal (guest time is inside user); this process's CPU time is not others'."""
-    import os
-
     tick = os.sysconf("SC_CLK_TCK")
     stat = tmp_path / "stat"
     stat.write_text(f"cpu  {3 * tick} 0 {tick} {10 * tick} {tick} 0 0 {tick} {2 * tick} 0\ncpu0 1 2 3\n")
     stolen, busy, total, own = bench.host_sample(stat)
-    assert (stolen, busy, total) == (1.0, 4.0, 16.0) and own > 0
+    times = os.times()
+    assert (stolen, busy, total) == (1.0, 4.0, 16.0) and 0 < own <= times.user + times.system      # seconds
+    assert bench.host_shares((1.0, 4.0, 16.0, 2.0), (1.0, 4.0, 16.0, 2.0)) is None                 # no tick between
     assert bench.host_shares((1.0, 4.0, 16.0, 2.0), (3.0, 14.0, 36.0, 5.0)) == {"stolen": 0.1, "others": 0.35}
     assert bench.host_shares((0.0, 0.0, 10.0, 0.0), (0.0, 1.0, 20.0, 3.0)) == {"stolen": 0.0, "others": 0.0}
     stat.write_text("intr 1 2 3\n")
@@ -204,9 +218,16 @@ def test_bench_json_record(tmp_path):
     assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert r["peak_memory_mb"] > 0 and r["cpu_count"] == os.cpu_count()
     assert len(r["eval_seconds_per_round"]) == 1 and r["eval_seconds"] == r["eval_seconds_per_round"][0] > 0
-    assert set(r["host_shares"]) == {"jaxcnn", "baseline", "sgemm", "evaluate"} and r["settle_seconds"] == bench.SETTLE_SECONDS
-    for shares in r["host_shares"].values():
-        assert len(shares) == 1 and all(0 <= shares[0][k] <= 1 for k in ("stolen", "others")), shares
+    assert set(r["host_shares"]) == {"jaxcnn", "baseline", "sgemm", "evaluate"}
+    assert (r["settle_seconds"], r["eval_reps"]) == (bench.SETTLE_SECONDS, bench.EVAL_REPS)
+    sgemm_share, = r["host_shares"]["sgemm"]             # 32 products take far more than a clock tick
+    assert sgemm_share is not None
+    for shares in r["host_shares"].values():             # a 4-step epoch may fall between two ticks: None
+        assert len(shares) == 1 and (shares[0] is None or all(0 <= shares[0][k] <= 1 for k in ("stolen", "others")))
+    table = bench.format_table(r)
+    assert f"(median of {r['eval_seconds_per_round'][0]:.3f}; each the mean of {bench.EVAL_REPS} in its round)" in table
+    host_row, = [line for line in table.splitlines() if line.startswith("host, timed epochs")]
+    assert "sgemm" in host_row and "stolen / taken by other processes" in host_row
     f = r["floor"]                                                  # 200 images of 1,048,320 FLOPs; 100 of 407,040
     assert (f["epoch_gflop"], f["eval_gflop"]) == (200 * 1_048_320 / 1e9, 100 * 407_040 / 1e9)
     assert len(f["sgemm_gflops_per_round"]) == 1 and f["sgemm_gflops"] == statistics.median(f["sgemm_gflops_per_round"])
