@@ -351,8 +351,8 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
-        "eval_seconds": eval_median, "eval_seconds_per_round": eval_per_round, "floor": floor, "loadavg": {"before": load_before, "after": load_after},
-        "host_shares": host, "settle_seconds": SETTLE_SECONDS, "eval_reps": EVAL_REPS,
+        "eval_seconds": eval_median, "eval_seconds_per_round": eval_per_round, "eval_reps": EVAL_REPS, "floor": floor,
+        "loadavg": {"before": load_before, "after": load_after}, "host_shares": host, "settle_seconds": SETTLE_SECONDS,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": cpu["processor"], "cpu": cpu,
@@ -403,9 +403,10 @@ def format_table(r: dict) -> str:
                              f"take {f['floor_seconds']:.3f} s"),
              ("fraction of floor", ", ".join(f"{name} {v:.1%}" for name, v in f["fraction"].items())
               + f"; eval {f['eval_fraction']:.1%} ({f['eval_gflop']:.2f} GFLOP)")]
+    # records b - d of the fifth session predate "eval_reps" (they ran 10); a and older ones timed evaluation alone
     per_round = ", ".join(f"{v:.3f}" for v in r.get("eval_seconds_per_round", []))
     rows += [(f"eval {r['n_test']} images", f"{r['eval_seconds']:.3f} s" + (f" (median of {per_round}; each the mean of "
-                                                                           f"{r['eval_reps']} in its round)" if per_round else "")),
+                                                                           f"{r.get('eval_reps', 10)} in its round)" if per_round else "")),
              ("peak memory", f"{r['peak_memory_mb']:.0f} MB (max RSS)"),
              ("load average", f"{r['loadavg']['before']} before the rounds, {r['loadavg']['after']} after")]
     if "host_shares" in r:                                          # records before the fifth session lack it
