@@ -4,7 +4,7 @@
     .venv/bin/python scripts/idle_cpus.py spinners [--rounds 8]
     .venv/bin/python scripts/idle_cpus.py halt-poll NS [--rounds 8]       # root; puts the setting back
 
-`blas-burn`: the CPU time this process's threads burn in the 0.05, 0.2 and 0.5 s after an sgemm round returns
+`blas-burn`: the CPU time this process's threads burn (os.times) in the 0.05, 0.2 and 0.5 s after an sgemm round returns
 (OpenBLAS's pool spinning), then the split epoch started right after an sgemm round, 0.5 s after one, and with
 no sgemm round before it.
 `spinners`: the split epoch alone, and beside a `SCHED_IDLE` busy loop pinned to each core, which keeps the
@@ -52,13 +52,10 @@ def epochs():
     return runs
 
 
-def thread_cpu_seconds() -> float:
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])             # utime, stime
-    return total / tick
+def process_cpu_seconds() -> float:
+    """CPU time of all this process's threads so far."""
+    times = os.times()
+    return times.user + times.system
 
 
 def timed(run) -> float:
@@ -105,10 +102,10 @@ def main() -> None:
         sgemm()
         for pause in (0.05, 0.2, 0.5):
             sgemm()
-            before = thread_cpu_seconds()
+            before = process_cpu_seconds()
             time.sleep(pause)
             print(f"CPU seconds this process's threads burnt in the {pause} s after an sgemm round: "
-                  f"{thread_cpu_seconds() - before:.2f}")
+                  f"{process_cpu_seconds() - before:.2f}")
         report(alternate({"right after an sgemm round": lambda: (sgemm(), timed(runs["split"]))[1],
                           "0.5 s after an sgemm round": lambda: (sgemm(), time.sleep(0.5), timed(runs["split"]))[2],
                           "no sgemm round": lambda: timed(runs["split"])}, args.rounds))
