@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, model, parallel, peers, xla_options
+from . import config as config_mod, data as data_mod, model, parallel, peers, spin_allreduce, xla_options
 from .layers import Conv, Pool, describe, layer_shapes, options
 from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
@@ -348,6 +348,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "n_test": int(x_test.shape[0]), "batchsize": batchsize, "steps_per_epoch": steps,
         "dtype": np.dtype(dtype).name, "rounds": rounds, "contenders": contenders,
         "batch_devices": parallel.mesh_size(mesh),
+        **({"all_reduce": spin_allreduce.status()} if mesh is not None else {}),
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
@@ -378,6 +379,7 @@ def format_table(r: dict) -> str:
             ("compiler options", ", ".join(f"{k}={v!r}" for k, v in r["compiler_options"].items()) or "(none)"),
             ("rounds", f"{r['rounds']} timed after 1 warm-up; each round runs " + " ".join(r["contenders"])),
             ("jaxcnn's batches", f"split over {r['batch_devices']} CPU devices (jaxcnn.parallel)"
+             + (f", all-reduce by {r['all_reduce']}" if "all_reduce" in r else "")   # records before the sixth session lack it
              if r["batch_devices"] > 1 else "on one device")]
     vectors = " ".join(r["cpu"]["vector_extensions"]) or "(none listed)"
     rows.insert(2, ("vector extensions", vectors))

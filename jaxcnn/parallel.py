@@ -8,6 +8,9 @@ its slice of each batch, and the slices' gradients (and loss) are averaged by on
 raveled into a single vector. One collective of one array a step: a psum per gradient array, which
 XLA merges into one all-reduce of a tuple, made the step slower than on one device; one vector made it
 1.3x faster on 2 cores.
+The all-reduce is XLA's `psum`, or where a C++ compiler can build it, a custom call whose waiting thread
+spins instead of sleeping (`jaxcnn.spin_allreduce`): 1.18 - 1.32x faster split epochs on a VM whose idle
+vCPUs halt at once, the same sums.
 
 The average of the slices' mean gradients is the batch's mean gradient; only the order of the
 additions differs (agreement to rounding, ~1e-16 relative in float64). Runs with the same number of
@@ -22,6 +25,8 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxcnn import spin_allreduce
 
 AXIS = "batch"
 MIN_IMAGES_PER_DEVICE = 16    # measured: 2 x 25 on 2 cores; smaller slices than this are not measured
@@ -96,12 +101,22 @@ def spread(x, mesh: Mesh):
     return jax.device_put(_host_views(x), NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
-def averaged_over_devices(grad_fn):
+def sum_over_devices(flat, mesh: Mesh):
+    """The sum of the vector `flat` over `mesh`'s devices, inside `shard_map`: by the spinning all-reduce
+    where it is built and fits (`jaxcnn.spin_allreduce`), else by `jax.lax.psum`. Both add the devices'
+    vectors in device order, so the result is the same."""
+    group = spin_allreduce.group_of(tuple(int(d.id) for d in mesh.devices.flat))
+    if group is not None and spin_allreduce.fits(flat, mesh.devices.size):
+        return spin_allreduce.summed(flat, AXIS, group)
+    return jax.lax.psum(flat, AXIS)
+
+
+def averaged_over_devices(grad_fn, mesh: Mesh):
     """`grad_fn(net, x, y) -> (loss, grads)` on this device's slice of the batch, made into the mean over
-    the mesh's slices: one all-reduce of (loss, grads) raveled into one vector. Inside `shard_map` only."""
+    the slices of `mesh`: one all-reduce of (loss, grads) raveled into one vector. Inside `shard_map` only."""
     def averaged(net, x, y):
         flat, unravel = ravel_pytree(grad_fn(net, x, y))
-        return unravel(jax.lax.psum(flat, AXIS) / jax.lax.axis_size(AXIS))
+        return unravel(sum_over_devices(flat, mesh) / jax.lax.axis_size(AXIS))
     return averaged
 
 

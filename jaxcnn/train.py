@@ -104,7 +104,7 @@ def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = Tru
     (`jaxcnn.xla_options`; None: XLA's defaults)."""
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
         net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress,
-        grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn), gather_per_step=gather_per_step)
+        grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn, mesh), gather_per_step=gather_per_step)
     if mesh is not None:
         fn = parallel.split_batches(fn, mesh)
     return xla_options.jit(fn, options=options, donate_argnums=(0, 1) if donate else ())

@@ -87,7 +87,7 @@ SPLIT = textwrap.dedent("""
             new_net, _, losses, rls = compiled(net, opt, rl, xs, ys, batches)
             leaves = [np.asarray(a) for a in jax.tree.leaves(new_net.params)] + [np.asarray(losses), np.asarray(rls)]
             assert len(set(slices)) == 1, slices
-            return (parallel.mesh_size(mesh), slices[0]), leaves, re.findall(r"= (\\S+) all-reduce(?:-start)?\\(", compiled.as_text())
+            return (parallel.mesh_size(mesh), slices[0]), leaves, re.findall(r"= (\\S+) (?:all-reduce(?:-start)?\\(|custom-call\\(.*custom_call_target=\\"(jaxcnn_spin_allreduce_f64)\\")", compiled.as_text())
 
         d1, one, reduces1 = epoch(1)
         d3, three, reduces3 = epoch(3)
@@ -144,7 +144,8 @@ def test_a_split_epoch_trains_what_one_device_trains(split_run, net):
     assert r["moved"] > 1e-3                                # the epoch did train
     assert r["max_diff_2"] < 1e-13 and r["max_diff_3"] < 1e-13
     assert r["rerun_identical"]
-    assert r["all_reduces"] == [[], ["f64[3899]{0}"]]       # the 3,898 parameters' gradients and the loss, as one vector
+    # the 3,898 parameters' gradients and the loss, as one vector, summed by the spinning custom call (built here)
+    assert r["all_reduces"] == [[], [["f64[3899]{0}", "jaxcnn_spin_allreduce_f64"]]]
 
 
 @pytest.mark.slow
