@@ -1,9 +1,9 @@
 """Op-by-op profile of jaxcnn's training step (or its forward pass) on this CPU, as docs/performance.md quotes it.
 
-    .venv/bin/python scripts/profile_step.py [--steps 100] [--float64] [--eval] [--top 20]
+    .venv/bin/python scripts/profile_step.py [--steps 100] [--float64] [--eval] [--batch N] [--top 20]
 
 Runs `--steps` steps of the toolbox net (batch 50; 100-image chunks with --eval) inside one jitted `lax.scan`
-with jaxcnn's compiler options, traces one run with `jax.profiler`, and prints for every XLA op (fusion, dot)
+with jaxcnn's compiler options (`--batch 25`: one device's slice of a split batch of 50), traces one run with `jax.profiler`, and prints for every XLA op (fusion, dot)
 its shortest and median time per step and its output shape from the compiled HLO. The shortest time is the
 figure to compare on a shared host: other processes only ever make an op slower, never faster.
 """
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--float64", action="store_true")
     parser.add_argument("--eval", action="store_true", help="profile the forward pass of evaluation instead")
+    parser.add_argument("--batch", type=int, help="images a step (default 50; 100 with --eval)")
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     if args.float64:
@@ -35,7 +36,7 @@ def main() -> None:
     dtype = jnp.float64 if args.float64 else jnp.float32
     net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, dtype)
     rng = np.random.default_rng(0)
-    batch = 100 if args.eval else 50
+    batch = args.batch or (100 if args.eval else 50)
     xs = jnp.asarray(rng.random((args.steps, batch, 28, 28, 1)), dtype)
     ys = jnp.asarray(np.eye(10)[rng.integers(0, 10, (args.steps, batch))], dtype)
 
@@ -62,7 +63,7 @@ def main() -> None:
             durations[name].append(event["dur"])
     rows = sorted(((min(d) * len(d) / args.steps, statistics.median(d) * len(d) / args.steps, name)
                    for name, d in durations.items()), reverse=True)
-    print(f"{'eval chunk of 100' if args.eval else 'training step, batch 50'}, {np.dtype(dtype).name}: "
+    print(f"{f'eval chunk of {batch}' if args.eval else f'training step, batch {batch}'}, {np.dtype(dtype).name}: "
           f"sum of per-op minima {sum(r[0] for r in rows) / 1e3:.3f} ms, of medians {sum(r[1] for r in rows) / 1e3:.3f} ms "
           f"(load average {Path('/proc/loadavg').read_text().split()[0]})")
     for shortest, median, name in rows[:args.top]:

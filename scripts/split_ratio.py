@@ -1,6 +1,6 @@
 """jaxcnn's epoch on one CPU device against the same epoch with each batch split over the cores, in one process.
 
-    .venv/bin/python scripts/split_ratio.py [IMAGES] [--float64] [--rounds 5] [--without-all-reduce]
+    .venv/bin/python scripts/split_ratio.py [IMAGES] [--float64] [--rounds 5] [--without-all-reduce] [--with-psum]
 
 Makes one CPU device per core, compiles `train.make_epoch_fn` for the toolbox net (batch 50, plain SGD) with and
 without `parallel.batch_mesh`, on IMAGES random images (default 60,000, a full epoch), prints the largest
@@ -8,7 +8,8 @@ difference of the two epochs' weights and losses, then times them in turn (one s
 seconds per epoch and the per-round ratio one / split, the figures docs/performance.md quotes.
 `--without-all-reduce` adds a third program, for timing only: the same split epoch in which each device steps
 on its own slice's gradient, with no all-reduce (its numbers are not the batch's); split / it is what the one
-all-reduce a step costs.
+all-reduce a step costs. `--with-psum` adds the split epoch with XLA's psum in place of the spinning all-reduce
+(`jaxcnn.spin_allreduce`); psum / split is what the spin gains.
 """
 import argparse
 import os
@@ -27,10 +28,11 @@ def main() -> None:
     parser.add_argument("--float64", action="store_true")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--without-all-reduce", action="store_true")
+    parser.add_argument("--with-psum", action="store_true")
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
     jax.config.update("jax_enable_x64", args.float64)
-    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, train, xla_options
+    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, spin_allreduce, train, xla_options
     from jaxcnn.optimizers import init_state, spec_for
 
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -51,6 +53,13 @@ def main() -> None:
         compiled = train.make_epoch_fn(spec.transformation(), donate=False, mesh=m).lower(net, opt, rl, xs, ys, batches).compile()
         runs[name] = lambda c=compiled, xs=xs, ys=ys: jax.block_until_ready(c(net, opt, rl, xs, ys, batches))
         results[name] = runs[name]()
+    if args.with_psum:
+        xs, ys = parallel.replicated((x, y), mesh)
+        fits, spin_allreduce.fits = spin_allreduce.fits, lambda flat, devices: False
+        compiled = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh).lower(net, opt, rl, xs, ys, batches).compile()
+        spin_allreduce.fits = fits
+        runs["psum"] = lambda c=compiled, xs=xs, ys=ys: jax.block_until_ready(c(net, opt, rl, xs, ys, batches))
+        results["psum"] = runs["psum"]()
     if args.without_all_reduce:
         xs, ys = parallel.replicated((x, y), mesh)
         own = lambda *a: train.epoch_scan(*a, optimizer=spec.transformation())  # noqa: E731
@@ -76,6 +85,11 @@ def main() -> None:
         ratios = [a / b for a, b in zip(seconds["split"], seconds["alone"])]
         print(f"split/alone (the all-reduce's cost) per round median {statistics.median(ratios):.3f} "
               f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+    if args.with_psum:
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(results["psum"][:3]), jax.tree.leaves(results["split"][:3])))
+        ratios = [a / b for a, b in zip(seconds["psum"], seconds["split"])]
+        print(f"psum/split (what the spin gains; {spin_allreduce.status()[:4]}; the same bits: {same}) per round median "
+              f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
     print("load after", Path("/proc/loadavg").read_text().split()[:3])
 
 
