@@ -9,8 +9,8 @@ raveled into a single vector. One collective of one array a step: a psum per gra
 XLA merges into one all-reduce of a tuple, made the step slower than on one device; one vector made it
 1.3x faster on 2 cores.
 The all-reduce is XLA's `psum`, or where a C++ compiler can build it, a custom call whose waiting thread
-spins instead of sleeping (`jaxcnn.spin_allreduce`): 1.18 - 1.32x faster split epochs on a VM whose idle
-vCPUs halt at once, the same sums.
+spins instead of sleeping (`jaxcnn.spin_allreduce`): split epochs 1.19 - 1.32x faster (per-round medians)
+on a VM whose idle vCPUs halt at once, the same sums.
 
 The average of the slices' mean gradients is the batch's mean gradient; only the order of the
 additions differs (agreement to rounding, ~1e-16 relative in float64). Runs with the same number of
@@ -101,22 +101,40 @@ def spread(x, mesh: Mesh):
     return jax.device_put(_host_views(x), NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
-def sum_over_devices(flat, mesh: Mesh):
-    """The sum of the vector `flat` over `mesh`'s devices, inside `shard_map`: by the spinning all-reduce
-    where it is built and fits (`jaxcnn.spin_allreduce`), else by `jax.lax.psum`. Both add the devices'
-    vectors in device order, so the result is the same."""
-    group = spin_allreduce.group_of(tuple(int(d.id) for d in mesh.devices.flat))
-    if group is not None and spin_allreduce.fits(flat, mesh.devices.size):
-        return spin_allreduce.summed(flat, AXIS, group)
-    return jax.lax.psum(flat, AXIS)
+ALL_REDUCES = ("auto", "xla")        # auto: the spinning all-reduce where it can take the vector, else psum
 
 
-def averaged_over_devices(grad_fn, mesh: Mesh):
+def all_reduce_plan(mesh: Mesh, values: int, dtype, all_reduce: str = "auto") -> tuple[int | None, str]:
+    """How a vector of `values` values of `dtype` is summed over `mesh`'s devices: (the spin's slot group,
+    or None for `jax.lax.psum`; the words the records and `jaxcnn train`'s first line use)."""
+    if all_reduce not in ALL_REDUCES:
+        raise ValueError(f"all_reduce={all_reduce!r}: expected one of {ALL_REDUCES}")
+    if all_reduce == "xla":
+        return None, "xla psum (asked for)"
+    return spin_allreduce.plan(values, dtype, tuple(int(d.id) for d in mesh.devices.flat))
+
+
+def gradient_all_reduce(net, mesh: Mesh, all_reduce: str = "auto") -> str:
+    """The words of `all_reduce_plan` for a split step of `net`: its (loss, gradients) vector has one value
+    more than the net has parameters."""
+    leaves = jax.tree.leaves(net.params)
+    return all_reduce_plan(mesh, sum(int(np.size(a)) for a in leaves) + 1, leaves[0].dtype, all_reduce)[1]
+
+
+def sum_over_devices(flat, mesh: Mesh, all_reduce: str = "auto"):
+    """The sum of the vector `flat` over `mesh`'s devices, inside `shard_map`, as `all_reduce_plan` says: by
+    the spinning all-reduce (`jaxcnn.spin_allreduce`) or by `jax.lax.psum`. Both add the devices' vectors in
+    device order, so the result is the same."""
+    group, _ = all_reduce_plan(mesh, flat.size, flat.dtype, all_reduce)
+    return jax.lax.psum(flat, AXIS) if group is None else spin_allreduce.summed(flat, AXIS, group)
+
+
+def averaged_over_devices(grad_fn, mesh: Mesh, all_reduce: str = "auto"):
     """`grad_fn(net, x, y) -> (loss, grads)` on this device's slice of the batch, made into the mean over
     the slices of `mesh`: one all-reduce of (loss, grads) raveled into one vector. Inside `shard_map` only."""
     def averaged(net, x, y):
         flat, unravel = ravel_pytree(grad_fn(net, x, y))
-        return unravel(sum_over_devices(flat, mesh) / jax.lax.axis_size(AXIS))
+        return unravel(sum_over_devices(flat, mesh, all_reduce) / jax.lax.axis_size(AXIS))
     return averaged
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, parallel, plots, records, spin_allreduce
+from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, parallel, plots, records
 from .checkpoint import TrainState
 from .fileio import atomic_write_text
 from .layers import describe
@@ -198,7 +198,8 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
     log(f"{describe(net.layers)} net ({count_params(net):,} parameters), {dataset.name}: {n} training / "
         f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
         f"{jax.devices()[0].platform}"
-        + (f", each batch split over {batch_devices} devices, {spin_allreduce.describe()}" if mesh is not None else ""))
+        + (f", each batch split over {batch_devices} devices, all-reduce: {parallel.gradient_all_reduce(net, mesh)}"
+           if mesh is not None else ""))
 
     while state.epoch < cfg.train.numepochs:
         epoch = state.epoch
@@ -264,7 +265,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         "data_source": dataset.source, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "batch_devices": batch_devices, "python": platform.python_version(),
-        **({"all_reduce": spin_allreduce.status()} if mesh is not None else {}),
+        **({"all_reduce": parallel.gradient_all_reduce(net, mesh)} if mesh is not None else {}),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -11,9 +11,12 @@
 // bits, the same as XLA's psum gives. Slots alternate between two sets call by call: a device may
 // write call g + 1's vector while another still reads call g's, and it cannot reach call g + 2
 // before every device has arrived at call g + 1, which is after each finished reading call g.
-// Every slot carries the execution's run id and the vector's length: if they differ, two programs
-// met at one barrier (executions interleaved on the devices), and the group fails from then on
-// instead of summing vectors that do not belong together.
+// That every device meets the same call of the same execution rests on XLA:CPU, which runs executions
+// over several devices one at a time, in launch order (jaxlib 0.10.2): re-check it when jaxlib changes.
+// As a check on it, every slot carries the execution's run id and the vector's length; a barrier that
+// finds two of them refuses to add the vectors and fails the group from then on. A failed group is seen
+// by devices still waiting at its barrier, so one device's error does not leave the others spinning.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -41,7 +44,8 @@ constexpr int64_t kSlotBytes = 1 << 18;   // 65,536 float32 or 32,768 float64 va
 constexpr auto kSpin = std::chrono::microseconds(200);
 constexpr auto kYield = std::chrono::milliseconds(2);
 constexpr auto kNap = std::chrono::microseconds(50);
-constexpr auto kGiveUp = std::chrono::minutes(10);
+constexpr auto kGiveUp = std::chrono::minutes(10);   // of waiting: a stopped process (Ctrl-Z) does not count
+constexpr auto kLongestPoll = std::chrono::milliseconds(100);
 
 struct alignas(64) Slot {
   int64_t run_id;
@@ -63,19 +67,28 @@ struct Group {
 static Group groups[kMaxGroups];
 
 extern "C" int64_t jaxcnn_spin_allreduce_capacity_bytes() { return kSlotBytes; }
+extern "C" int64_t jaxcnn_spin_allreduce_max_groups() { return kMaxGroups; }
+extern "C" int64_t jaxcnn_spin_allreduce_max_devices() { return kMaxDevices; }
 
-// Waits until `counter` reaches `target`: spins, then yields, then naps. False after kGiveUp.
-static bool WaitFor(const std::atomic<uint64_t>& counter, uint64_t target) {
-  auto start = Clock::now();
+enum class Wait { kArrived, kFailed, kGaveUp };
+
+// Waits until the group's counter reaches `target`: spins, then yields, then naps. The time waited adds up
+// the gaps between polls, each at most kLongestPoll, so a process stopped for an hour has not waited an hour.
+static Wait WaitFor(const Group& group, uint64_t target) {
+  auto last = Clock::now();
+  Clock::duration waited{};
   for (uint32_t round = 0;; ++round) {
-    if (counter.load(std::memory_order_acquire) >= target) return true;
+    if (group.arrived.load(std::memory_order_acquire) >= target) return Wait::kArrived;
     if ((round & 63) != 63) {
       CpuRelax();
       continue;
     }
-    auto waited = Clock::now() - start;
+    if (group.failed.load(std::memory_order_acquire)) return Wait::kFailed;
+    auto now = Clock::now();
+    waited += std::min<Clock::duration>(now - last, kLongestPoll);
+    last = now;
     if (waited < kSpin) continue;
-    if (waited > kGiveUp) return false;
+    if (waited > kGiveUp) return Wait::kGaveUp;
     if (waited < kYield) std::this_thread::yield();
     else std::this_thread::sleep_for(kNap);
   }
@@ -86,6 +99,7 @@ static ffi::Error Sum(const T* in, T* out, int64_t n, int64_t run_id, int64_t gr
                       int64_t devices) {
   if (group_id < 0 || group_id >= kMaxGroups || devices < 1 || devices > kMaxDevices || device < 0 ||
       device >= devices || n * static_cast<int64_t>(sizeof(T)) > kSlotBytes) {
+    if (group_id >= 0 && group_id < kMaxGroups) groups[group_id].failed.store(true, std::memory_order_release);
     return ffi::Error::InvalidArgument("jaxcnn spin all-reduce: group, device or length out of range");
   }
   Group& group = groups[group_id];
@@ -100,10 +114,16 @@ static ffi::Error Sum(const T* in, T* out, int64_t n, int64_t run_id, int64_t gr
   mine.bytes = n * static_cast<int64_t>(sizeof(T));
   std::memcpy(mine.data, in, mine.bytes);
   group.arrived.fetch_add(1, std::memory_order_acq_rel);
-  if (!WaitFor(group.arrived, static_cast<uint64_t>(devices) * (call + 1))) {
-    group.failed.store(true, std::memory_order_release);
-    return ffi::Error::Internal("jaxcnn spin all-reduce: device " + std::to_string(device) +
-                                " waited 10 minutes for the other devices of its batch");
+  switch (WaitFor(group, static_cast<uint64_t>(devices) * (call + 1))) {
+    case Wait::kArrived:
+      break;
+    case Wait::kFailed:
+      return ffi::Error::Internal("jaxcnn spin all-reduce: another device of this batch failed; restart the "
+                                  "process, or set JAXCNN_ALLREDUCE=xla");
+    case Wait::kGaveUp:
+      group.failed.store(true, std::memory_order_release);
+      return ffi::Error::Internal("jaxcnn spin all-reduce: device " + std::to_string(device) +
+                                  " waited 10 minutes for the other devices of its batch");
   }
   for (int64_t d = 0; d < devices; ++d) {
     if (set[d].run_id != run_id || set[d].bytes != mine.bytes) {

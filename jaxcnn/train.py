@@ -95,16 +95,16 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
 
 def make_epoch_fn(optimizer: optax.GradientTransformation, *, donate: bool = True, progress=None,
                   grad_fn=delta_rule_grad, gather_per_step: bool = False,
-                  options=xla_options.for_dtype, mesh=None):
+                  options=xla_options.for_dtype, mesh=None, all_reduce: str = "auto"):
     """Jit `epoch_scan` for one optimizer; params and optimizer state are donated by default.
 
     With a `mesh` (`parallel.batch_mesh`) each batch is split over its devices and the gradients are
-    averaged across them every step (`jaxcnn.parallel`); pass the training set through
+    averaged across them every step (`jaxcnn.parallel`; `all_reduce="xla"` sums them by psum, not the spin); pass the training set through
     `parallel.replicated` once, so that no call copies it. `options(dtype)` gives the XLA compiler options
     (`jaxcnn.xla_options`; None: XLA's defaults)."""
     fn = lambda net, opt_state, rl, images, targets, batches: epoch_scan(  # noqa: E731
         net, opt_state, rl, images, targets, batches, optimizer=optimizer, progress=progress,
-        grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn, mesh), gather_per_step=gather_per_step)
+        grad_fn=grad_fn if mesh is None else parallel.averaged_over_devices(grad_fn, mesh, all_reduce), gather_per_step=gather_per_step)
     if mesh is not None:
         fn = parallel.split_batches(fn, mesh)
     return xla_options.jit(fn, options=options, donate_argnums=(0, 1) if donate else ())

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
     jax.config.update("jax_enable_x64", args.float64)
-    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, spin_allreduce, train, xla_options
+    from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, train, xla_options
     from jaxcnn.optimizers import init_state, spec_for
 
     dtype = jnp.float64 if args.float64 else jnp.float32
@@ -55,9 +55,8 @@ def main() -> None:
         results[name] = runs[name]()
     if args.with_psum:
         xs, ys = parallel.replicated((x, y), mesh)
-        fits, spin_allreduce.fits = spin_allreduce.fits, lambda flat, devices: False
-        compiled = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh).lower(net, opt, rl, xs, ys, batches).compile()
-        spin_allreduce.fits = fits
+        compiled = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh, all_reduce="xla").lower(
+            net, opt, rl, xs, ys, batches).compile()
         runs["psum"] = lambda c=compiled, xs=xs, ys=ys: jax.block_until_ready(c(net, opt, rl, xs, ys, batches))
         results["psum"] = runs["psum"]()
     if args.without_all_reduce:
@@ -88,7 +87,7 @@ def main() -> None:
     if args.with_psum:
         same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(results["psum"][:3]), jax.tree.leaves(results["split"][:3])))
         ratios = [a / b for a, b in zip(seconds["psum"], seconds["split"])]
-        print(f"psum/split (what the spin gains; {spin_allreduce.status()[:4]}; the same bits: {same}) per round median "
+        print(f"psum/split (what the spin gains; split's all-reduce: {parallel.gradient_all_reduce(net, mesh)}; the same bits: {same}) per round median "
               f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})")
     print("load after", Path("/proc/loadavg").read_text().split()[:3])
 

@@ -77,10 +77,10 @@ def test_the_installed_package_builds_its_all_reduce_from_the_shipped_source(ins
                 "x, y = parallel.replicated((jnp.zeros((64, 28, 28, 1)), jnp.zeros((64, 10))), mesh);"
                 "text = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh).lower(net, init_state(spec, net, 1.0),"
                 " jnp.float32(np.nan), x, y, jnp.arange(64, dtype=jnp.int32).reshape(2, 32)).compile().as_text();"
-                "print(spin_allreduce.status()); print(re.findall(r'custom_call_target=\"(jaxcnn_spin_allreduce_\\w+)\"', text))"],
+                "print(parallel.gradient_all_reduce(net, mesh), spin_allreduce.status()); print(re.findall(r'custom_call_target=\"(jaxcnn_spin_allreduce_\\w+)\"', text))"],
                cwd=work, JAXCNN_CACHE=str(tmp_path / "cache"))
     status, calls = out.stdout.strip().splitlines()[-2:]
-    assert status.startswith(f"spin (jaxcnn/spin_allreduce.cc, built at {tmp_path / 'cache'}")
+    assert status.startswith(f"spin (jaxcnn/spin_allreduce.cc) built at {tmp_path / 'cache'}")
     assert calls == "['jaxcnn_spin_allreduce_f32']"
 
 
