@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from . import fast, parallel, xla_options
-from .net import Net, as_nhwc, as_targets
+from .net import Net, as_nhwc, as_targets, checked_images
 from .optimizers import init_state, spec_for
 
 RL_DECAY = 0.99
@@ -148,13 +148,13 @@ def predict(net: Net, images) -> jax.Array:
     images = jnp.asarray(images)
     h, w, c = net.input_shape
     if images.shape in ({(h, w, c), (h, w)} if c == 1 else {(h, w, c)}):
-        return _predict(net, as_nhwc(net, images[None]))[0]
-    return _predict(net, as_nhwc(net, images))
+        return _predict(net, checked_images(net, images[None]))[0]
+    return _predict(net, checked_images(net, images))
 
 
 @xla_options.jit
 def _predict(net, x):
-    return fast.forward(net.params, net.layers, x, net.output)
+    return fast.forward(net.params, net.layers, x.reshape(-1, *net.input_shape), net.output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _predicted_labels(net, x, chunk: int, mesh):
     """Predicted classes, in chunks of `chunk` images inside one program (patches stay in cache; see
     docs/performance.md), the chunks shared out over `mesh`'s devices where there is one. `x` is padded
     to a whole number of chunks for every device."""
-    chunks = x.reshape(-1, chunk, *x.shape[1:])
+    chunks = x.reshape(-1, chunk, *net.input_shape)
     labels_of = _labels_of_chunks if mesh is None else parallel.split_leading(_labels_of_chunks, mesh)
     return labels_of(net, chunks).reshape(-1)
 
@@ -192,7 +192,7 @@ def evaluate(net: Net, images, labels) -> Evaluation:
     """Test a net: labels are class indices (N,) or targets (N, classes), checked as training's are
     (`net.as_targets`), whose largest entry names the class."""
     labels = np.asarray(labels)
-    x = as_nhwc(net, images)
+    x = checked_images(net, images)         # (N, H, W) or (N, H, W, C): made (N, H, W, C) inside the program
     n = x.shape[0]
     if labels.ndim == 2:
         labels = np.asarray(as_targets(net, labels, n)).argmax(axis=1)

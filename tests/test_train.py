@@ -199,3 +199,19 @@ def test_predict_takes_one_image_or_a_batch():
     np.testing.assert_allclose(np.asarray(predict(rgb, images[0])), np.asarray(predict(rgb, images))[0], rtol=1e-13)
     with pytest.raises(ValueError, match=r"images must be .* \(10, 10, 3\), got shape \(10, 10\)"):
         predict(rgb, images[0, ..., 0])
+
+
+def test_evaluate_takes_images_with_or_without_their_channel_axis():
+    """`evaluate` adds a grey image's channel axis inside its program (outside, the reshape copies the set):
+    (N, H, W) and (N, H, W, 1) give the same labels, over several chunks, padding included; an RGB net
+    refuses (N, H, W) with the shape it wants."""
+    grey = init_net(jax.random.key(0), SMALL, (10, 10), 4)
+    x = np.random.default_rng(1).random((1234, 10, 10)).astype(np.float32)
+    labels = np.random.default_rng(2).integers(0, 4, 1234)
+    flat, with_channel = evaluate(grey, x, labels), evaluate(grey, x[..., None], labels)
+    np.testing.assert_array_equal(flat.predictions, with_channel.predictions)
+    np.testing.assert_array_equal(flat.predictions, np.asarray(predict(grey, x)).argmax(axis=1))
+    assert flat.confusion.sum() == 1234
+    rgb = init_net(jax.random.key(0), SMALL, (10, 10, 3), 4)
+    with pytest.raises(ValueError, match=r"images must be .* \(10, 10, 3\), got shape \(5, 10, 10\)"):
+        evaluate(rgb, x[:5], labels[:5])
