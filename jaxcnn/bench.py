@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import config as config_mod, data as data_mod, model, parallel, peers, spin_allreduce, xla_options
+from . import config as config_mod, data as data_mod, model, native_patches, parallel, peers, spin_allreduce, xla_options
 from .layers import Conv, Pool, describe, layer_shapes, options
 from .numerics import HIGHEST, activate, output_and_loss, use_dtype
 from .run import epoch_order, initial_state, prepare_arrays
@@ -302,8 +302,9 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
 
     compile_seconds, epochs = {}, {}
     mesh = parallel.batch_mesh(batchsize)
+    native_patches.available(dtype)       # the first build of jaxcnn's C++ (about 5 s) is not jaxcnn's compile time
     if mesh is not None:
-        spin_allreduce.available()        # its first build (about 4 s) is not jaxcnn's compile time
+        spin_allreduce.available()
     compile_seconds["jaxcnn"], epochs["jaxcnn"] = jax_contender(
         make_epoch_fn(optimizer, donate=False, mesh=mesh), net, opt_state, *parallel.replicated((x, y), mesh),
         steps, batchsize)
@@ -352,6 +353,7 @@ def run(config_path=None, rounds: int = 3, baseline: bool = True, peer_names=(),
         "batch_devices": parallel.mesh_size(mesh),
         **({"all_reduce": parallel.gradient_all_reduce(net, mesh), "spin_allreduce": spin_allreduce.status()}
            if mesh is not None else {}),
+        "phase_patches": native_patches.status(),
         "compile_seconds": compile_seconds, "warmup_seconds": warmup, "epoch_seconds": seconds,
         "seconds_per_epoch": medians, "ratios": ratios(medians), "round_ratios": round_ratios(seconds),
         "images_per_second": {name: steps * batchsize / m for name, m in medians.items()},
@@ -384,6 +386,8 @@ def format_table(r: dict) -> str:
             ("jaxcnn's batches", f"split over {r['batch_devices']} CPU devices (jaxcnn.parallel)"
              + (f", all-reduce by {r['all_reduce']}" if "all_reduce" in r else "")   # records before the sixth session lack it
              if r["batch_devices"] > 1 else "on one device")]
+    if "phase_patches" in r:                                # records before the seventh session lack it
+        rows.append(("patch matrices", r["phase_patches"]))
     vectors = " ".join(r["cpu"]["vector_extensions"]) or "(none listed)"
     rows.insert(2, ("vector extensions", vectors))
     for name in r["contenders"]:

@@ -24,18 +24,23 @@ Layouts (chosen by profiling; figures in docs/performance.md):
   σ' are flat loops that XLA:CPU vectorises; the patch matrix has s² times fewer columns than im2col's
   ((k+s−1)²/k² more rows: the path is taken while that is at most 2), and col2im is ⌈(k+s−1)/s⌉²
   shifted adds instead of k².
+  The phase matrix is a copy of the maps; where jaxcnn's C++ is built it is made by a copy loop
+  (`phase_patches.cc` via `maps_phase_patches`: the same bits, no concatenation fusions, and the first
+  layer's batch-outer images need no transpose first), else by XLA.
 - The output layer reads the last (C, H, W, N) maps as fv' (C·h·w, N), which is a reshape of them,
   and its delta lands back on them the same way.
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import native_patches
 from .layers import Conv, Pool
 from .numerics import HIGHEST, activate, activation_derivative, output_and_loss, output_delta
 
@@ -239,11 +244,32 @@ def phase_col2im(d_phases, c_in: int, k: int, s: int, input_shape):
     return out.reshape(c_in, s * (h + pa - 1), s * (w + pa - 1), n)[:, :height, :width]
 
 
-def _phase_conv_forward(p, conv: Conv, pool: Pool, a_chwn, needs_input_delta: bool):
-    """A 'c' layer and its pooling by polyphase: (C_in, H, W, N) -> pooled (C_out, H', W', N)."""
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _native_phase_patches(a, k: int, s: int, layout: Layout):
+    return native_patches.phase_patches(a, k, s, layout.name)
+
+
+@_native_phase_patches.defjvp
+def _native_phase_patches_jvp(k, s, layout, primals, tangents):
+    """The copy is linear: its tangent is the same copy of the tangent, by XLA, which JAX can transpose."""
+    (a,), (da,) = primals, tangents
+    return _native_phase_patches(a, k, s, layout), phase_patches(to_layout(da, layout, CHWN), k, s)
+
+
+def maps_phase_patches(a, k: int, s: int, layout: Layout):
+    """`phase_patches` of maps in either layout: by the C++ copy loop where it is built
+    (`jaxcnn.native_patches`; the first layer's images need no transpose first), else by XLA."""
+    if native_patches.available(a.dtype):
+        return _native_phase_patches(a, k, s, layout)
+    return phase_patches(to_layout(a, layout, CHWN), k, s)
+
+
+def _phase_conv_forward(p, conv: Conv, pool: Pool, a_in, layout: Layout, needs_input_delta: bool):
+    """A 'c' layer and its pooling by polyphase: (C_in, H, W, N) maps (or (C_in, N, H, W)) -> pooled (C_out, H', W', N)."""
     k, s = conv.kernelsize, pool.scale
-    h, w, n = (a_chwn.shape[1] - k + 1) // s, (a_chwn.shape[2] - k + 1) // s, a_chwn.shape[3]
-    phases = phase_patches(a_chwn, k, s)                                            # (C_in·P·P, h·w·N)
+    input_shape = tuple(a_in.shape[axis] for axis in (0, *layout.spatial, layout.to_nchw[0]))   # (C_in, H, W, N)
+    h, w, n = (input_shape[1] - k + 1) // s, (input_shape[2] - k + 1) // s, input_shape[3]
+    phases = maps_phase_patches(a_in, k, s, layout)                                 # (C_in·P·P, h·w·N)
     kernel_matrix = phase_kernel(p["k"], s)                                         # (C_out·s·s, C_in·P·P)
     z = _dot(kernel_matrix, phases).reshape(conv.outputmaps, s * s, -1)
     a = activate(conv.activation, z + p["b"][:, None, None])                        # (C_out, s·s, h·w·N)
@@ -253,7 +279,7 @@ def _phase_conv_forward(p, conv: Conv, pool: Pool, a_chwn, needs_input_delta: bo
         mask = jax.nn.one_hot(first, s * s, axis=1, dtype=a.dtype)
     else:
         pooled, mask = a.sum(axis=1) / (s * s), None
-    record = PhaseConvRecord(conv, pool, phases, kernel_matrix, a, mask, needs_input_delta, a_chwn.shape)
+    record = PhaseConvRecord(conv, pool, phases, kernel_matrix, a, mask, needs_input_delta, input_shape)
     return pooled.reshape(conv.outputmaps, h, w, n), record
 
 
@@ -273,8 +299,7 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
         if pooled_already:
             pooled_already = False
         elif _by_phase(layers, i, tuple(a.shape[axis] for axis in layout.spatial)):
-            a, record = _phase_conv_forward(next(conv), layer, layers[i + 1], to_layout(a, layout, CHWN),
-                                            convs_seen > 0)
+            a, record = _phase_conv_forward(next(conv), layer, layers[i + 1], a, layout, convs_seen > 0)
             layout = CHWN                                                       # a: (C_out, H/s, W/s, N)
             records.append(record)
             convs_seen, pooled_already = convs_seen + 1, True

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, config as config_mod, data as data_mod, fileio, netfile, parallel, plots, records
+from . import checkpoint, config as config_mod, data as data_mod, fileio, native_patches, netfile, parallel, plots, records
 from .checkpoint import TrainState
 from .fileio import atomic_write_text
 from .layers import describe
@@ -199,7 +199,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         f"{len(dataset.test_labels)} test images, {steps} steps of {batchsize} per epoch, {np.dtype(dtype).name}, "
         f"{jax.devices()[0].platform}"
         + (f", each batch split over {batch_devices} devices, all-reduce: {parallel.gradient_all_reduce(net, mesh)}"
-           if mesh is not None else ""))
+           if mesh is not None else "") + f", patch matrices: {native_patches.status()}")
 
     while state.epoch < cfg.train.numepochs:
         epoch = state.epoch
@@ -266,6 +266,7 @@ def train(cfg, out, *, resume=False, overwrite=False, force=False, progress=True
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
         "batch_devices": batch_devices, "python": platform.python_version(),
         **({"all_reduce": parallel.gradient_all_reduce(net, mesh)} if mesh is not None else {}),
+        "phase_patches": native_patches.status(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -6,34 +6,22 @@ the wait spun (`spin_allreduce.cc`) split epochs ran 1.19 - 1.32x faster on the 
 medians, docs/performance.md), and the sums are the same bits as `psum`'s: every device adds the slices in
 device order, as psum does.
 
-The C++ file ships with the package and is compiled on first use with the machine's C++ compiler
-(`$CXX`, else `c++` or `g++`) against the XLA FFI headers in jaxlib, into a cache folder keyed by the
-source, jaxlib's version, the compiler and its flags (`$JAXCNN_CACHE`, else `$XDG_CACHE_HOME/jaxcnn`, else
-~/.cache/jaxcnn). Where that cannot be done (no compiler, a failed build, not x86-64 or aarch64 Linux),
-or where `JAXCNN_ALLREDUCE=xla` says so, the step uses `jax.lax.psum` as before, and `plan` says which and
-why. The first build takes about 4 s, before the first split program is compiled.
+`jaxcnn.native` builds and loads the C++ file on first use. Where that cannot be done (no compiler, a failed
+build, not x86-64 or aarch64 Linux), or where `JAXCNN_ALLREDUCE=xla` says so, the step uses `jax.lax.psum`
+as before, and `plan` says which and why.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = Path(__file__).with_name("spin_allreduce.cc")
+from . import native
+
 ENV = "JAXCNN_ALLREDUCE"            # "spin" (the default where it builds) or "xla"
-FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC")
-LIBRARY = "libjaxcnn_spin_allreduce.so"
 _TARGETS = {np.dtype(np.float32): "jaxcnn_spin_allreduce_f32", np.dtype(np.float64): "jaxcnn_spin_allreduce_f64"}
 
 _state: dict = {}                    # once loaded: "library", "path" and the limits; or "reason" it was not
@@ -41,64 +29,13 @@ _groups: dict[tuple[int, ...], int] = {}
 _lock = threading.Lock()
 
 
-def cache_dir() -> Path:
-    """Where built libraries are kept: $JAXCNN_CACHE, else $XDG_CACHE_HOME/jaxcnn, else ~/.cache/jaxcnn."""
-    if os.environ.get("JAXCNN_CACHE"):
-        return Path(os.environ["JAXCNN_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jaxcnn"
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _compiler_version(cxx: str) -> str:
-    try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True, errors="replace", timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def build(cxx: str, out_dir: Path) -> Path:
-    """Compile SOURCE into `out_dir` (made if missing) and return the library's path. A build that fails
-    raises RuntimeError with the compiler's message; the library appears only whole (written under another
-    name, then renamed), so processes building at once do not read each other's half-written files."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / LIBRARY
-    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        partial = Path(tmp) / LIBRARY
-        command = [cxx, *FLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", str(partial)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=300)
-        except (OSError, subprocess.SubprocessError) as error:
-            raise RuntimeError(f"{cxx} could not be run: {error}") from None
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-            raise RuntimeError(f"{cxx} failed (exit {done.returncode}):\n{tail}")
-        os.replace(partial, target)
-    return target
-
-
-def _cached_path(cxx: str) -> Path:
-    import jaxlib
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), jaxlib.__version__, _compiler_version(cxx),
-                                    platform.machine(), *FLAGS]).encode()).hexdigest()[:16]
-    return cache_dir() / "spin_allreduce" / key / LIBRARY
-
-
-def _open(path: Path):
-    library = ctypes.cdll.LoadLibrary(str(path))
-    handlers = {name: getattr(library, name) for name in _TARGETS.values()}
+def _open(library):
     limits = {}
     for name in ("capacity_bytes", "max_groups", "max_devices"):
         function = getattr(library, f"jaxcnn_spin_allreduce_{name}")
         function.restype = ctypes.c_int64
         limits[name] = function()
-    return library, handlers, limits
+    return limits
 
 
 def _load() -> None:
@@ -108,27 +45,12 @@ def _load() -> None:
 
 
 def _loaded() -> dict:
-    wanted = os.environ.get(ENV, "spin").strip().lower()
-    if wanted not in ("spin", "xla"):
-        raise ValueError(f"{ENV}={os.environ[ENV]!r}: expected 'spin' or 'xla'")
-    if wanted == "xla":
+    if native.choice(ENV, "spin", "xla") == "xla":
         return {"reason": f"{ENV}=xla"}
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64"):
-        return {"reason": f"not built for {sys.platform} {platform.machine()}"}
-    cxx = _compiler()
-    if cxx is None:
-        return {"reason": "no C++ compiler ($CXX, c++ or g++) on PATH"}
-    try:
-        path = _cached_path(cxx)
-        try:
-            library, handlers, limits = _open(path)
-        except (OSError, AttributeError):              # not built yet, or a damaged file: build it (again)
-            library, handlers, limits = _open(build(cxx, path.parent))
-        for name, handler in handlers.items():
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(handler), platform="cpu")
-    except Exception as error:                         # noqa: BLE001 - any failure here means psum, said why
-        return {"reason": f"the build failed: {' '.join(str(error).split())[:500]}"}
-    return {"library": library, "path": path, **limits}
+    loaded = native.load()
+    if "library" not in loaded:
+        return loaded
+    return {**loaded, **_open(loaded["library"])}
 
 
 def available() -> bool:

@@ -45,7 +45,7 @@ def test_the_wheel_is_small_and_holds_the_package_data(installed):
     assert {f"jaxcnn/tutorials/{t.name}" for t in (REPO / "docs" / "tutorials").glob("*.md")} <= set(names)
     assert len([n for n in names if n.startswith("jaxcnn/tutorials/") and n.endswith(".md")]) >= 3
     assert "jaxcnn/verification/symbolic.py" in names
-    assert "jaxcnn/spin_allreduce.cc" in names                          # compiled on first use (jaxcnn.spin_allreduce)
+    assert {"jaxcnn/spin_allreduce.cc", "jaxcnn/phase_patches.cc"} <= set(names)   # compiled on first use (jaxcnn.native)
     assert not [n for n in names if n.startswith(("verification/", "configs/", "tests/"))]   # no generic top level
     assert wheel.stat().st_size < 2_000_000
 
@@ -63,13 +63,13 @@ def test_imports_come_from_the_installed_package(installed):
 
 
 @pytest.mark.slow
-def test_the_installed_package_builds_its_all_reduce_from_the_shipped_source(installed, tmp_path):
-    """The wheel's C++ source compiles outside the checkout against the installed jaxlib's headers, into the
-    cache folder, and a split epoch then holds the custom call."""
+def test_the_installed_package_builds_its_cpp_from_the_shipped_sources(installed, tmp_path):
+    """The wheel's C++ sources compile outside the checkout against the installed jaxlib's headers, into the
+    cache folder, and a split epoch then holds the custom calls: the all-reduce and both patch matrices."""
     bin_, work, _ = installed
     out = _run([bin_ / "python", "-c", "import jax, re;"
                 "jax.config.update('jax_num_cpu_devices', 2);"
-                "from jaxcnn import EXAMPLE_LAYERS, init_net, parallel, spin_allreduce, train;"
+                "from jaxcnn import EXAMPLE_LAYERS, init_net, native_patches, parallel, spin_allreduce, train;"
                 "from jaxcnn.optimizers import init_state, spec_for;"
                 "import jax.numpy as jnp, numpy as np;"
                 "net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float32);"
@@ -77,11 +77,13 @@ def test_the_installed_package_builds_its_all_reduce_from_the_shipped_source(ins
                 "x, y = parallel.replicated((jnp.zeros((64, 28, 28, 1)), jnp.zeros((64, 10))), mesh);"
                 "text = train.make_epoch_fn(spec.transformation(), donate=False, mesh=mesh).lower(net, init_state(spec, net, 1.0),"
                 " jnp.float32(np.nan), x, y, jnp.arange(64, dtype=jnp.int32).reshape(2, 32)).compile().as_text();"
-                "print(parallel.gradient_all_reduce(net, mesh), spin_allreduce.status()); print(re.findall(r'custom_call_target=\"(jaxcnn_spin_allreduce_\\w+)\"', text))"],
+                "print(parallel.gradient_all_reduce(net, mesh), spin_allreduce.status(), native_patches.status());"
+                "print(sorted(set(re.findall(r'custom_call_target=\"(jaxcnn_\\w+)\"', text))))"],
                cwd=work, JAXCNN_CACHE=str(tmp_path / "cache"))
     status, calls = out.stdout.strip().splitlines()[-2:]
     assert status.startswith(f"spin (jaxcnn/spin_allreduce.cc) built at {tmp_path / 'cache'}")
-    assert calls == "['jaxcnn_spin_allreduce_f32']"
+    assert status.endswith(" native (jaxcnn/phase_patches.cc)")
+    assert calls == "['jaxcnn_phase_patches_f32', 'jaxcnn_spin_allreduce_f32']"
 
 
 @pytest.mark.slow

@@ -1,0 +1,54 @@
+"""The polyphase patch matrix (`jaxcnn.fast.phase_patches`) by the C++ copy loop of `phase_patches.cc`.
+
+Why: XLA:CPU builds the matrix with concatenation fusions for which it emits scalar code, and for the first
+layer it also transposes the batch-outer images on the way; as memcpy runs of N values it is the same bits,
+made faster (docs/performance.md has the measurements). `jaxcnn.native` builds the library on first use;
+without it, or with `JAXCNN_PATCHES=xla` (read once per process), `jaxcnn.fast` keeps XLA's concatenations.
+"""
+from __future__ import annotations
+
+import threading
+
+import jax
+import numpy as np
+
+from . import native
+
+ENV = "JAXCNN_PATCHES"              # "native" (the default where it builds) or "xla"
+LAYOUTS = {"CNHW": 0, "CHWN": 1}    # the maps' axes, as jaxcnn.fast names them
+_TARGETS = {np.dtype(np.float32): "jaxcnn_phase_patches_f32", np.dtype(np.float64): "jaxcnn_phase_patches_f64"}
+
+_state: dict = {}
+_lock = threading.Lock()
+
+
+def _load() -> dict:
+    with _lock:
+        if not _state:
+            if native.choice(ENV, "native", "xla") == "xla":
+                _state["reason"] = f"{ENV}=xla"
+            else:
+                _state.update(native.load())
+        return _state
+
+
+def available(dtype) -> bool:
+    """Whether the copy loop is built and loaded for arrays of `dtype` (building it on the first call)."""
+    return "library" in _load() and np.dtype(dtype) in _TARGETS
+
+
+def status() -> str:
+    """Which builds the patch matrices, and why: one line for records."""
+    state = _load()
+    return "native (jaxcnn/phase_patches.cc)" if "library" in state else f"xla concatenations ({state['reason']})"
+
+
+def phase_patches(a, k: int, s: int, layout: str):
+    """T (C·P·P, h·w·N), P = k + s − 1, of maps `a` in `layout` ("CNHW" or "CHWN"), as
+    `jaxcnn.fast.phase_patches` defines it. No derivative of its own: `jaxcnn.fast` gives it one."""
+    c, rest = a.shape[0], a.shape[1:]
+    n, height, width = rest if layout == "CNHW" else (rest[2], rest[0], rest[1])
+    p, h, w = k + s - 1, (height - k + 1) // s, (width - k + 1) // s
+    call = jax.ffi.ffi_call(_TARGETS[np.dtype(a.dtype)], jax.ShapeDtypeStruct((c * p * p, h * w * n), a.dtype),
+                            vmap_method="broadcast_all")
+    return call(a, k=np.int64(k), s=np.int64(s), layout=np.int64(LAYOUTS[layout]))
