@@ -93,6 +93,15 @@ class PoolRecord(NamedTuple):
     mask: jax.Array | None           # max pooling: one-hot of each window's first maximum, (..., s·s); else None
 
 
+class Rows(NamedTuple):
+    """The batch `images[rows]`, not yet gathered: `images` (N_stored, H, W, C), `rows` (N,) indices. Where the
+    first layer's patch matrix is made by the copy loop from grey images, it reads the rows in place (an
+    evaluation chunk or a training batch is then never copied out); anywhere else they are gathered first."""
+
+    images: jax.Array
+    rows: jax.Array
+
+
 class Forward(NamedTuple):
     fv_t: jax.Array                  # (fvnum, N): the toolbox's feature vector, transposed (the maps' own order)
     z: jax.Array                     # (N, classes), the output layer's input ffW·fv + ffb
@@ -264,12 +273,36 @@ def maps_phase_patches(a, k: int, s: int, layout: Layout):
     return phase_patches(to_layout(a, layout, CHWN), k, s)
 
 
-def _phase_conv_forward(p, conv: Conv, pool: Pool, a_in, layout: Layout, needs_input_delta: bool):
-    """A 'c' layer and its pooling by polyphase: (C_in, H, W, N) maps (or (C_in, N, H, W)) -> pooled (C_out, H', W', N)."""
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _native_phase_patches_of_rows(images_cnhw, rows, k: int, s: int):
+    return native_patches.phase_patches_of_rows(images_cnhw, rows, k, s)
+
+
+@_native_phase_patches_of_rows.defjvp
+def _native_phase_patches_of_rows_jvp(k, s, primals, tangents):
+    """Linear in the images, as `_native_phase_patches`; the rows are indices (no tangent)."""
+    (images_cnhw, rows), (d_images, _) = primals, tangents
+    return (_native_phase_patches_of_rows(images_cnhw, rows, k, s),
+            phase_patches(to_layout(d_images[:, rows], CNHW, CHWN), k, s))
+
+
+def native_first_layer(layers, input_shape, dtype) -> bool:
+    """Whether the first layer's patch matrix is made by the copy loop from the images as given, so that a
+    batch gathered into a plain array costs nothing more (XLA fuses a gather into its own patch copies)."""
+    return native_patches.available(dtype) and _by_phase(layers, 1, tuple(input_shape[:2]))
+
+
+def _phase_conv_forward(p, conv: Conv, pool: Pool, a_in, layout: Layout, needs_input_delta: bool, rows=None):
+    """A 'c' layer and its pooling by polyphase: (C_in, H, W, N) maps (or (C_in, N, H, W)) -> pooled (C_out, H', W', N).
+    With `rows`, `a_in` is the first layer's stored images (C_in, N_stored, H, W) and the batch is those rows."""
     k, s = conv.kernelsize, pool.scale
     input_shape = tuple(a_in.shape[axis] for axis in (0, *layout.spatial, layout.to_nchw[0]))   # (C_in, H, W, N)
+    if rows is not None:
+        input_shape = input_shape[:3] + (rows.shape[0],)
+        phases = _native_phase_patches_of_rows(a_in, rows, k, s)
+    else:
+        phases = maps_phase_patches(a_in, k, s, layout)                             # (C_in·P·P, h·w·N)
     h, w, n = (input_shape[1] - k + 1) // s, (input_shape[2] - k + 1) // s, input_shape[3]
-    phases = maps_phase_patches(a_in, k, s, layout)                                 # (C_in·P·P, h·w·N)
     kernel_matrix = phase_kernel(p["k"], s)                                         # (C_out·s·s, C_in·P·P)
     z = _dot(kernel_matrix, phases).reshape(conv.outputmaps, s * s, -1)
     a = activate(conv.activation, z + p["b"][:, None, None])                        # (C_out, s·s, h·w·N)
@@ -290,7 +323,13 @@ def feature_vector_t(a, layout: Layout):
 
 
 def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward:
-    """`cnnff.m` on (N, H, W, C) images, keeping what the delta rule needs."""
+    """`cnnff.m` on (N, H, W, C) images (or the `Rows` of stored ones), keeping what the delta rule needs."""
+    rows = None
+    if isinstance(x, Rows):
+        if x.images.shape[3] == 1 and native_first_layer(layers, x.images.shape[1:], x.images.dtype):
+            x, rows = x.images, x.rows                            # the copy loop reads the rows in place
+        else:
+            x = x.images[x.rows]
     a, layout = x.transpose(3, 0, 1, 2), CNHW                     # (C, N, H, W)
     records, convs_seen = [], 0
     conv = iter(params["conv"])
@@ -299,7 +338,8 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
         if pooled_already:
             pooled_already = False
         elif _by_phase(layers, i, tuple(a.shape[axis] for axis in layout.spatial)):
-            a, record = _phase_conv_forward(next(conv), layer, layers[i + 1], a, layout, convs_seen > 0)
+            a, record = _phase_conv_forward(next(conv), layer, layers[i + 1], a, layout, convs_seen > 0,
+                                            rows if convs_seen == 0 else None)
             layout = CHWN                                                       # a: (C_out, H/s, W/s, N)
             records.append(record)
             convs_seen, pooled_already = convs_seen + 1, True
@@ -334,9 +374,9 @@ def forward(params: dict, layers, x, output: str = "sigmoid"):
 def loss_and_grad(params: dict, layers, x, targets, output: str = "sigmoid"):
     """(L, dL/dparams) for a batch by the delta rule; same values as `jax.value_and_grad(model.loss)`.
 
-    `x` (N, H, W, C), `targets` (N, classes) one-hot, both in the params' dtype."""
-    n = x.shape[0]
+    `x` (N, H, W, C) (or `Rows`), `targets` (N, classes) one-hot, both in the params' dtype."""
     fwd = forward_records(params, layers, x, output)
+    n = fwd.z.shape[0]
     _, loss = output_and_loss(output, fwd.z, targets)
     od = output_delta(output, fwd.o, targets)                      # output delta (N, classes)
     grads = {"ffW": lax.dot_general(od, fwd.fv_t, (((0,), (1,)), ((), ())), precision=HIGHEST) / n,

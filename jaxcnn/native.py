@@ -28,7 +28,8 @@ SOURCES = tuple(Path(__file__).with_name(name) for name in ("spin_allreduce.cc",
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 LIBRARY = "libjaxcnn_native.so"
 TARGETS = ("jaxcnn_spin_allreduce_f32", "jaxcnn_spin_allreduce_f64",
-           "jaxcnn_phase_patches_f32", "jaxcnn_phase_patches_f64")
+           "jaxcnn_phase_patches_f32", "jaxcnn_phase_patches_f64",
+           "jaxcnn_phase_patches_of_rows_f32", "jaxcnn_phase_patches_of_rows_f64")
 
 _state: dict = {}                    # once loaded: "library" and "path"; or the "reason" it was not
 _lock = threading.Lock()

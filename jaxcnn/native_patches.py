@@ -17,6 +17,7 @@ from . import native
 ENV = "JAXCNN_PATCHES"              # "native" (the default where it builds) or "xla"
 LAYOUTS = {"CNHW": 0, "CHWN": 1}    # the maps' axes, as jaxcnn.fast names them
 _TARGETS = {np.dtype(np.float32): "jaxcnn_phase_patches_f32", np.dtype(np.float64): "jaxcnn_phase_patches_f64"}
+_ROWS_TARGETS = {dtype: name.replace("_patches_", "_patches_of_rows_") for dtype, name in _TARGETS.items()}
 
 _state: dict = {}
 _lock = threading.Lock()
@@ -52,3 +53,13 @@ def phase_patches(a, k: int, s: int, layout: str):
     call = jax.ffi.ffi_call(_TARGETS[np.dtype(a.dtype)], jax.ShapeDtypeStruct((c * p * p, h * w * n), a.dtype),
                             vmap_method="broadcast_all")
     return call(a, k=np.int64(k), s=np.int64(s), layout=np.int64(LAYOUTS[layout]))
+
+
+def phase_patches_of_rows(images, rows, k: int, s: int):
+    """T of the batch `images[:, rows]` of the first layer's images (C, N_stored, H, W), `rows` (N,) int32,
+    without gathering the batch first. An index outside the images is an error, not a read out of bounds."""
+    c, _, height, width = images.shape
+    p, h, w = k + s - 1, (height - k + 1) // s, (width - k + 1) // s
+    call = jax.ffi.ffi_call(_ROWS_TARGETS[np.dtype(images.dtype)],
+                            jax.ShapeDtypeStruct((c * p * p, h * w * rows.shape[0]), images.dtype))
+    return call(images, rows.astype(np.int32), k=np.int64(k), s=np.int64(s))

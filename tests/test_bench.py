@@ -215,7 +215,8 @@ def test_bench_json_record(tmp_path):
     assert r["ratios"] == {"baseline/jaxcnn": r["seconds_per_epoch"]["baseline"] / r["seconds_per_epoch"]["jaxcnn"]}
     assert r["round_ratios"]["baseline/jaxcnn"]["per_round"] == [
         b / j for b, j in zip(r["epoch_seconds"]["baseline"], r["epoch_seconds"]["jaxcnn"])]
-    assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert r["compiler_options"] == {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_prefer_vector_width": "512"}
+    assert r["phase_patches"] == "native (jaxcnn/phase_patches.cc)"              # the record names what made them
     assert r["peak_memory_mb"] > 0 and r["cpu_count"] == os.cpu_count()
     assert len(r["eval_seconds_per_round"]) == 1 and r["eval_seconds"] == r["eval_seconds_per_round"][0] > 0
     assert set(r["host_shares"]) == {"jaxcnn", "baseline", "sgemm", "evaluate"}

@@ -135,3 +135,49 @@ def test_a_misspelt_choice_is_an_error_that_names_it():
     done = _python(STATUS, JAXCNN_PATCHES="natve")
     assert done.returncode != 0
     assert "JAXCNN_PATCHES='natve': expected 'native' or 'xla'" in done.stderr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_batch_read_in_place_is_the_gathered_batch(dtype):
+    """`fast.Rows`: the copy loop reads the batch's images where they lie; the step's loss and gradients, and
+    the derivative with respect to the images, are those of the gathered batch, bit for bit. An RGB net
+    (whose images the loop does not read in place) gathers them first, with the same numbers."""
+    rng = np.random.default_rng(4)
+    for layers, shape, in_place in ((EXAMPLE_LAYERS, (28, 28, 1), True), (RGB, (14, 14, 3), False)):
+        net = init_net(jax.random.key(0), layers, shape[:2] if shape[2] == 1 else shape, 10, dtype)
+        images = jnp.asarray(rng.random((300, *shape)), dtype)
+        rows = jnp.asarray(rng.integers(0, 300, 40), jnp.int32)
+        y = jnp.asarray(np.eye(10)[rng.integers(0, 10, 40)], dtype)
+        by_rows = jax.jit(lambda p, im, r, y: fast.loss_and_grad(p, net.layers, fast.Rows(im, r), y))
+        gathered = jax.jit(lambda p, im, r, y: fast.loss_and_grad(p, net.layers, im[r], y))
+        for a, b in zip(jax.tree.leaves(by_rows(net.params, images, rows, y)),
+                        jax.tree.leaves(gathered(net.params, images, rows, y))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        text = by_rows.lower(net.params, images, rows, y).compile().as_text()
+        assert ("jaxcnn_phase_patches_of_rows" in text) == in_place
+        g_rows = jax.grad(lambda im: jnp.sum(fast.forward(net.params, net.layers, fast.Rows(im, rows)) ** 2))(images)
+        g_gathered = jax.grad(lambda im: jnp.sum(fast.forward(net.params, net.layers, im[rows]) ** 2))(images)
+        np.testing.assert_array_equal(np.asarray(g_rows), np.asarray(g_gathered))
+
+
+def test_evaluation_reads_its_chunks_in_place_with_the_same_labels(monkeypatch):
+    from jaxcnn import train
+    net = init_net(jax.random.key(5), EXAMPLE_LAYERS, (28, 28), 10, np.float32)
+    x = jnp.asarray(np.random.default_rng(6).random((1500, 28, 28, 1)), np.float32)
+    in_place = jax.jit(lambda net, x: train._labels_in_chunks(net, x, 500))
+    text = in_place.lower(net, x).compile().as_text()
+    assert "jaxcnn_phase_patches_of_rows_f32" in text
+    assert not re.search(r"%dynamic[-_]slice\S* = f32\[", text)         # no chunk of images copied out
+    labels = np.asarray(in_place(net, x))
+    monkeypatch.setattr(native_patches, "available", lambda dtype: False)
+    sliced = jax.jit(lambda net, x: train._labels_in_chunks(net, x, 500))
+    assert "jaxcnn_phase_patches" not in sliced.lower(net, x).compile().as_text()
+    np.testing.assert_array_equal(labels, np.asarray(sliced(net, x)))
+
+
+def test_a_row_outside_the_images_is_an_error_not_a_read_out_of_bounds():
+    images = jnp.zeros((1, 10, 28, 28), np.float32)
+    with pytest.raises(Exception, match=r"image 10 of a batch is outside the 10 images"):
+        jax.block_until_ready(native_patches.phase_patches_of_rows(images, jnp.asarray([3, 10], jnp.int32), 5, 2))
+    with pytest.raises(Exception, match=r"image -1 of a batch is outside the 10 images"):
+        jax.block_until_ready(native_patches.phase_patches_of_rows(images, jnp.asarray([-1], jnp.int32), 5, 2))

@@ -1,4 +1,9 @@
 """The compiled programs get the XLA:CPU options of their dtype: float64 dots on YNNPACK, float32 on Eigen."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +53,8 @@ def test_one_jitted_function_per_dtype_each_with_its_options():
     square(jnp.full(3, 3, np.float64)), square(jnp.full(3, 3, np.float32)), square(x=jnp.ones(3, np.float16))
     assert square._cache_size() == compiled > 0                  # the same calls again: nothing recompiled
     assert xla_options.for_dtype(np.float64) == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-    assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert xla_options.for_dtype(np.float32) == {"xla_cpu_experimental_ynn_fusion_type": "",
+                                                  "xla_cpu_prefer_vector_width": "512"}
 
 
 def test_the_jitted_function_still_donates_and_takes_static_arguments():
@@ -65,3 +71,22 @@ def test_the_jitted_function_still_donates_and_takes_static_arguments():
     ((jnp.arange(3), jax.random.key(0)), np.float32)])          # no floating array: float32's options
 def test_floating_dtype_of_the_arguments(args, dtype):
     assert xla_options.floating_dtype(args) == dtype
+
+
+AVX512 = "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+
+
+@pytest.mark.skipif(not AVX512, reason="512-bit vectors need AVX-512; elsewhere the option changes nothing")
+def test_float32_elementwise_loops_run_sixteen_lanes_wide(tmp_path):
+    """The evaluation program's sigmoid loops, as LLVM optimised them (XLA's dump), work on 16-float vectors,
+    not XLA's default 8: `xla_cpu_prefer_vector_width` reached the compiler."""
+    code = ("import jax, jax.numpy as jnp; from jaxcnn import EXAMPLE_LAYERS, init_net, train;"
+            "net = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, jnp.float32);"
+            "train._predicted_labels.lower(net, jnp.zeros((500, 28, 28), jnp.float32), 500, None).compile()")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_dump_to={tmp_path}"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loops = [f.read_text() for f in tmp_path.glob("*_predicted_labels*multiply*fusion*ir-with-opt.ll")]
+    assert loops, sorted(p.name for p in tmp_path.iterdir())[:20]
+    wide, narrow = sum(t.count("<16 x float>") for t in loops), sum(t.count("<8 x float>") for t in loops)
+    assert wide > 100 and wide > 10 * narrow, (wide, narrow)
