@@ -60,6 +60,8 @@ def phase_patches_of_rows(images, rows, k: int, s: int):
     without gathering the batch first. An index outside the images is an error, not a read out of bounds."""
     c, _, height, width = images.shape
     p, h, w = k + s - 1, (height - k + 1) // s, (width - k + 1) // s
+    # under jax.vmap one call per member (the stored images are shared, not broadcast to every member)
     call = jax.ffi.ffi_call(_ROWS_TARGETS[np.dtype(images.dtype)],
-                            jax.ShapeDtypeStruct((c * p * p, h * w * rows.shape[0]), images.dtype))
+                            jax.ShapeDtypeStruct((c * p * p, h * w * rows.shape[0]), images.dtype),
+                            vmap_method="sequential")
     return call(images, rows.astype(np.int32), k=np.int64(k), s=np.int64(s))

@@ -135,6 +135,7 @@ def averaged_over_devices(grad_fn, mesh: Mesh, all_reduce: str = "auto"):
     def averaged(net, x, y):
         flat, unravel = ravel_pytree(grad_fn(net, x, y))
         return unravel(sum_over_devices(flat, mesh, all_reduce) / jax.lax.axis_size(AXIS))
+    averaged.takes_rows = getattr(grad_fn, "takes_rows", False)          # `train.epoch_scan`'s batch as it comes
     return averaged
 
 

@@ -181,3 +181,15 @@ def test_a_row_outside_the_images_is_an_error_not_a_read_out_of_bounds():
         jax.block_until_ready(native_patches.phase_patches_of_rows(images, jnp.asarray([3, 10], jnp.int32), 5, 2))
     with pytest.raises(Exception, match=r"image -1 of a batch is outside the 10 images"):
         jax.block_until_ready(native_patches.phase_patches_of_rows(images, jnp.asarray([-1], jnp.int32), 5, 2))
+
+
+def test_batches_read_in_place_under_vmap_are_each_member_s_batch():
+    """A sweep's members batched by jax.vmap share the stored images and read each its own rows."""
+    net = init_net(jax.random.key(7), EXAMPLE_LAYERS, (28, 28), 10, np.float32)
+    rng = np.random.default_rng(8)
+    images = jnp.asarray(rng.random((200, 28, 28, 1)), np.float32)
+    rows = jnp.asarray(rng.integers(0, 200, (3, 20)), jnp.int32)
+    by_rows = jax.vmap(lambda r: fast.forward(net.params, net.layers, fast.Rows(images, r)))(rows)
+    for member in range(3):
+        np.testing.assert_array_equal(np.asarray(by_rows[member]),
+                                      np.asarray(fast.forward(net.params, net.layers, images[rows[member]])))
