@@ -65,7 +65,8 @@ def test_imports_come_from_the_installed_package(installed):
 @pytest.mark.slow
 def test_the_installed_package_builds_its_cpp_from_the_shipped_sources(installed, tmp_path):
     """The wheel's C++ sources compile outside the checkout against the installed jaxlib's headers, into the
-    cache folder, and a split epoch then holds the custom calls: the all-reduce and both patch matrices."""
+    cache folder, and a split epoch then holds the custom calls: the all-reduce, conv1's patch matrix read from
+    the stored images in place and conv2's."""
     bin_, work, _ = installed
     out = _run([bin_ / "python", "-c", "import jax, re;"
                 "jax.config.update('jax_num_cpu_devices', 2);"
@@ -83,7 +84,7 @@ def test_the_installed_package_builds_its_cpp_from_the_shipped_sources(installed
     status, calls = out.stdout.strip().splitlines()[-2:]
     assert status.startswith(f"spin (jaxcnn/spin_allreduce.cc) built at {tmp_path / 'cache'}")
     assert status.endswith(" native (jaxcnn/phase_patches.cc)")
-    assert calls == "['jaxcnn_phase_patches_f32', 'jaxcnn_spin_allreduce_f32']"
+    assert calls == "['jaxcnn_phase_patches_f32', 'jaxcnn_phase_patches_of_rows_f32', 'jaxcnn_spin_allreduce_f32']"
 
 
 @pytest.mark.slow
