@@ -25,8 +25,8 @@ Layouts (chosen by profiling; figures in docs/performance.md):
   ((k+s−1)²/k² more rows: the path is taken while that is at most 2), and col2im is ⌈(k+s−1)/s⌉²
   shifted adds instead of k².
   The phase matrix is a copy of the maps; where jaxcnn's C++ is built it is made by a copy loop
-  (`phase_patches.cc` via `maps_phase_patches`: the same bits, no concatenation fusions, and the first
-  layer's batch-outer images need no transpose first), else by XLA.
+  (`phase_patches.cc` via `maps_phase_patches`: the same bits, no concatenation fusions, and grey images,
+  batch-outer, need no transpose first), else by XLA.
 - The output layer reads the last (C, H, W, N) maps as fv' (C·h·w, N), which is a reshape of them,
   and its delta lands back on them the same way.
 Tests hold it to `jax.grad(model.loss)` at 1e-12 in float64.
@@ -94,9 +94,10 @@ class PoolRecord(NamedTuple):
 
 
 class Rows(NamedTuple):
-    """The batch `images[rows]`, not yet gathered: `images` (N_stored, H, W, C), `rows` (N,) indices. Where the
-    first layer's patch matrix is made by the copy loop from grey images, it reads the rows in place (an
-    evaluation chunk or a training batch is then never copied out); anywhere else they are gathered first."""
+    """The batch `images[rows]`, not yet gathered: `images` (N_stored, H, W, C), `rows` (N,) indices, each in
+    0..N_stored − 1. Where the first layer's patch matrix is made by the copy loop from grey images, it reads
+    the rows in place (an evaluation chunk or a training batch is then never copied out) and refuses an index
+    outside the images; anywhere else they are gathered first (where jnp's indexing would clamp it)."""
 
     images: jax.Array
     rows: jax.Array
@@ -267,7 +268,7 @@ def _native_phase_patches_jvp(k, s, layout, primals, tangents):
 
 def maps_phase_patches(a, k: int, s: int, layout: Layout):
     """`phase_patches` of maps in either layout: by the C++ copy loop where it is built
-    (`jaxcnn.native_patches`; the first layer's images need no transpose first), else by XLA."""
+    (`jaxcnn.native_patches`; grey first-layer images need no transpose first), else by XLA."""
     if native_patches.available(a.dtype):
         return _native_phase_patches(a, k, s, layout)
     return phase_patches(to_layout(a, layout, CHWN), k, s)

@@ -1,9 +1,11 @@
 """The polyphase patch matrix (`jaxcnn.fast.phase_patches`) by the C++ copy loop of `phase_patches.cc`.
 
 Why: XLA:CPU builds the matrix with concatenation fusions for which it emits scalar code, and for the first
-layer it also transposes the batch-outer images on the way; as memcpy runs of N values it is the same bits,
-made faster (docs/performance.md has the measurements). `jaxcnn.native` builds the library on first use;
-without it, or with `JAXCNN_PATCHES=xla` (read once per process), `jaxcnn.fast` keeps XLA's concatenations.
+layer it also transposes the batch-outer images on the way; as plain copies of runs of w·N values it is the same
+bits, made faster (docs/performance.md has the measurements). `jaxcnn.native` builds the library on first use;
+without it, on a backend other than the CPU, or with `JAXCNN_PATCHES=xla` (read once per process), `jaxcnn.fast`
+keeps XLA's concatenations. Programs that hold the custom calls cannot be serialised by `jax.export` (their
+targets carry no compatibility guarantee): export with `JAXCNN_PATCHES=xla`.
 """
 from __future__ import annotations
 
@@ -34,14 +36,20 @@ def _load() -> dict:
 
 
 def available(dtype) -> bool:
-    """Whether the copy loop is built and loaded for arrays of `dtype` (building it on the first call)."""
-    return "library" in _load() and np.dtype(dtype) in _TARGETS
+    """Whether the copy loop is built and loaded for arrays of `dtype` (building it on the first call), and
+    programs are compiled for the CPU: its targets exist for no other backend, so on a GPU the fast path keeps
+    XLA's concatenations."""
+    return jax.default_backend() == "cpu" and "library" in _load() and np.dtype(dtype) in _TARGETS
 
 
 def status() -> str:
     """Which builds the patch matrices, and why: one line for records."""
     state = _load()
-    return "native (jaxcnn/phase_patches.cc)" if "library" in state else f"xla concatenations ({state['reason']})"
+    if "library" not in state:
+        return f"xla concatenations ({state['reason']})"
+    if jax.default_backend() != "cpu":
+        return f"xla concatenations (programs compiled for {jax.default_backend()}, the copy loop is CPU code)"
+    return "native (jaxcnn/phase_patches.cc)"
 
 
 def phase_patches(a, k: int, s: int, layout: str):

@@ -54,12 +54,12 @@ def fast_loss_and_grad(net: Net, images, targets):
 
 
 def gathers_per_step(net: Net, images) -> bool:
-    """Whether `epoch_scan` gathers each batch in its step (by default): where the first layer's patch
-    matrix is made by jaxcnn's copy loop, which reads the gathered batch as it is (1.06x faster epochs than
-    the whole-epoch gather, and no copy of the training set). Where XLA makes it, XLA fuses a per-step
+    """Whether `epoch_scan` gathers each batch in its step (by default, for the delta rule): where the first
+    layer's patch matrix is made by jaxcnn's copy loop from grey images, which it reads in place (1.06x
+    faster epochs than the whole-epoch gather, and no copy of the training set). Where XLA makes it, XLA fuses a per-step
     gather into its patch copies, which then cost more, so the epoch's batches are gathered once
     (docs/performance.md)."""
-    return fast.native_first_layer(net.layers, images.shape[1:], images.dtype)
+    return images.shape[3] == 1 and fast.native_first_layer(net.layers, images.shape[1:], images.dtype)
 
 
 def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
@@ -95,8 +95,8 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
                          lambda: jax.debug.callback(progress, t + 1), lambda: None)
         return (net, opt_state, rl), (loss, rl)
 
-    if gather_per_step is None:
-        gather_per_step = gathers_per_step(net, images)
+    if gather_per_step is None:              # only a grad_fn that reads the batch in place gains by it
+        gather_per_step = getattr(grad_fn, "takes_rows", False) and gathers_per_step(net, images)
     steps = jnp.arange(batches.shape[0])
     if gather_per_step:
         inputs = (steps, batches, None)                        # indices; the step gathers x and y

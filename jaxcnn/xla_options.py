@@ -10,9 +10,10 @@ AVX-512 Xeon (docs/performance.md):
 float32 programs also ask LLVM for 512-bit vectors where the CPU has them (XLA's default is 256): once the
 patch matrices were copied natively, the sigmoids were the largest non-product ops, and with 16 lanes the
 first layer's took 0.71 - 0.76 ms a 500-image chunk instead of 1.05 (epochs 1.03 - 1.07x faster, evaluation
-1.02 - 1.08x, three interleaved runs, the same bits). On a CPU without AVX-512 it changes nothing.
-The options only concern the CPU backend; the numbers differ only by the order of additions inside a
-dot (the fast path is held to `jax.grad` at 1e-12 in float64 under them).
+1.02 - 1.08x, three interleaved runs; the toolbox net's epochs were the same bits with and without it, which
+is measured, not promised: wider vectors may reorder a reduction's additions). On a CPU without AVX-512 it
+changes nothing. The options only concern the CPU backend; the numbers differ at most by the order of
+additions (the fast path is held to `jax.grad` at 1e-12 in float64 under them).
 """
 from __future__ import annotations
 

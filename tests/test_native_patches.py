@@ -194,3 +194,15 @@ def test_batches_read_in_place_under_vmap_are_each_member_s_batch():
     np.testing.assert_array_equal(np.asarray(by_rows), np.asarray(gathered))
     np.testing.assert_allclose(np.asarray(by_rows[2]), np.asarray(fast.forward(net.params, net.layers, images[rows[2]])),
                                rtol=1e-6)                                # each member's own batch
+
+
+def test_each_step_gathers_its_batch_only_where_the_copy_loop_reads_it(monkeypatch):
+    """`train.gathers_per_step`: grey images whose first layer is native; not RGB images (gathered and
+    transposed by XLA anyway) nor without the copy loop, where the whole-epoch gather stays (faster there)."""
+    from jaxcnn import train
+    grey = init_net(jax.random.key(0), EXAMPLE_LAYERS, (28, 28), 10, np.float32)
+    rgb = init_net(jax.random.key(0), RGB, (14, 14, 3), 10, np.float32)
+    assert train.gathers_per_step(grey, jnp.zeros((10, 28, 28, 1), np.float32))
+    assert not train.gathers_per_step(rgb, jnp.zeros((10, 14, 14, 3), np.float32))
+    monkeypatch.setattr(native_patches, "available", lambda dtype: False)
+    assert not train.gathers_per_step(grey, jnp.zeros((10, 28, 28, 1), np.float32))
