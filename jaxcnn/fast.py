@@ -288,9 +288,10 @@ def _native_phase_patches_of_rows_jvp(k, s, primals, tangents):
 
 
 def native_first_layer(layers, input_shape, dtype) -> bool:
-    """Whether the first layer's patch matrix is made by the copy loop from the images as given, so that a
-    batch gathered into a plain array costs nothing more (XLA fuses a gather into its own patch copies)."""
-    return native_patches.available(dtype) and _by_phase(layers, 1, tuple(input_shape[:2]))
+    """Whether the copy loop reads images of `input_shape` (H, W, C) in place: grey images (whose batch-outer
+    layout needs no transpose) and a first layer that takes the polyphase path. Only then is a batch given as
+    `Rows` never gathered; elsewhere XLA fuses a gather into its own patch copies."""
+    return input_shape[2] == 1 and native_patches.available(dtype) and _by_phase(layers, 1, tuple(input_shape[:2]))
 
 
 def _phase_conv_forward(p, conv: Conv, pool: Pool, a_in, layout: Layout, needs_input_delta: bool, rows=None):
@@ -327,7 +328,7 @@ def forward_records(params: dict, layers, x, output: str = "sigmoid") -> Forward
     """`cnnff.m` on (N, H, W, C) images (or the `Rows` of stored ones), keeping what the delta rule needs."""
     rows = None
     if isinstance(x, Rows):
-        if x.images.shape[3] == 1 and native_first_layer(layers, x.images.shape[1:], x.images.dtype):
+        if native_first_layer(layers, x.images.shape[1:], x.images.dtype):
             x, rows = x.images, x.rows                            # the copy loop reads the rows in place
         else:
             x = x.images[x.rows]

@@ -59,7 +59,7 @@ def gathers_per_step(net: Net, images) -> bool:
     faster epochs than the whole-epoch gather, and no copy of the training set). Where XLA makes it, XLA fuses a per-step
     gather into its patch copies, which then cost more, so the epoch's batches are gathered once
     (docs/performance.md)."""
-    return images.shape[3] == 1 and fast.native_first_layer(net.layers, images.shape[1:], images.dtype)
+    return fast.native_first_layer(net.layers, images.shape[1:], images.dtype)
 
 
 def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
@@ -71,8 +71,8 @@ def epoch_scan(net: Net, opt_state, rl, images, targets, batches, *, optimizer,
     step, where the toolbox sets rL(1) = L). `rL[t] = 0.99·rL[t-1] + 0.01·L[t]` per step.
     `images` (N, H, W, C) and `targets` (N, classes) stay whole. Each step gathers its batch
     (`gather_per_step=True`), or the epoch's batches are gathered once, before the scan, as whole image
-    rows (a copy of the training set; `False`); None chooses by `gathers_per_step`. Either way the
-    numbers are the same.
+    rows (a copy of the training set; `False`); None gathers per step for a `grad_fn` marked `takes_rows`
+    where `gathers_per_step` says so. Either way the numbers are the same.
     `grad_fn(net, x, y) -> (L, grads)` is the fast delta rule by default; `jax.value_and_grad(model.loss)`
     gives the same numbers (the benchmark's baseline uses it). A `grad_fn` marked `takes_rows` (the delta
     rule) gets a per-step batch as `fast.Rows`, which the copy loop reads in place (1.04 - 1.05x per epoch);
@@ -194,7 +194,7 @@ def _labels_in_chunks(net, x, chunk: int):
     elsewhere the chunks are slices, which XLA fuses into its own patch copies."""
     def labels(batch):
         return jnp.argmax(fast.forward(net.params, net.layers, batch, net.output), axis=1)
-    if x.shape[3] == 1 and fast.native_first_layer(net.layers, x.shape[1:], x.dtype):
+    if fast.native_first_layer(net.layers, x.shape[1:], x.dtype):
         starts = jnp.arange(0, x.shape[0], chunk)
         return jax.lax.map(lambda start: labels(fast.Rows(x, start + jnp.arange(chunk))), starts).reshape(-1)
     return jax.lax.map(labels, x.reshape(-1, chunk, *x.shape[1:])).reshape(-1)

@@ -11,8 +11,10 @@ per epoch, per evaluation of the test images (the mean of `--eval-reps` in a rou
 """
 import argparse
 import functools
+import importlib.util
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -87,10 +89,8 @@ def main() -> None:
 
 def _fresh_evaluate(train):
     """`train.evaluate` with its own compiled program, so that the two variants do not share jit's cache."""
-    import importlib.util
     spec = importlib.util.spec_from_file_location(f"jaxcnn._train_copy_{id(object())}", train.__file__)
     module = importlib.util.module_from_spec(spec)
-    import sys
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module.evaluate
